@@ -1,0 +1,27 @@
+# Two commands do everything on a fresh machine (Python >= 3.10 is the only prerequisite):
+#   make demo   the main job on the embedded default dataset
+#   make test   the test suite (what CI runs)
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint bench clean
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	$(BIN)/drkd-viz demo
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/python bench/eval_speed.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

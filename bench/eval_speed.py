@@ -1,0 +1,91 @@
+"""Evaluation backends side by side: time of pycocotools / faster-coco-eval and the largest difference
+between their results on the same detections.
+
+    python bench/eval_speed.py [--repeats 3]
+
+Detections are ground-truth boxes jittered (two per object, 20 % with a wrong class) plus random
+false positives, on (a) the 158 real COCO val2017 photos in ../shared and (b) the embedded
+dataset's demo test split (generated if absent; about 15 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from drkd_viz.evaluation import evaluate_detections  # noqa: E402
+
+
+def jittered_detections(gt: dict, seed: int, false_per_image: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    cats = [c["id"] for c in gt["categories"]]
+    dets = []
+    for ann in gt["annotations"]:
+        for _ in range(2):
+            x, y, w, h = ann["bbox"]
+            j = rng.normal(0, 0.12, 4) * [w, h, w, h]
+            cat = ann["category_id"] if rng.random() < 0.8 else int(rng.choice(cats))
+            box = [x + j[0], y + j[1], max(w + j[2], 1.0), max(h + j[3], 1.0)]
+            dets.append({"image_id": ann["image_id"], "category_id": cat, "bbox": box, "score": float(rng.random())})
+    for img in gt["images"]:
+        for _ in range(false_per_image):
+            x, y = rng.uniform(0, img["width"] - 10), rng.uniform(0, img["height"] - 10)
+            box = [x, y, float(rng.uniform(3, 80)), float(rng.uniform(3, 80))]
+            dets.append(
+                {"image_id": img["id"], "category_id": int(rng.choice(cats)), "bbox": box, "score": float(rng.random())}
+            )
+    return dets
+
+
+def bench(name: str, gt: dict, dets: list[dict], repeats: int) -> None:
+    times, results = {}, {}
+    for backend in ("pycocotools", "faster"):
+        runs = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            results[backend] = evaluate_detections(gt, dets, backend=backend)
+            runs.append(time.perf_counter() - started)
+        times[backend] = min(runs)
+    ref, fast = results["pycocotools"], results["faster"]
+    diff_stats = max(abs(ref.stats[k] - fast.stats[k]) for k in ref.stats)
+    diff_class = max(abs((ref.per_class[k] or 0) - (fast.per_class[k] or 0)) for k in ref.per_class)
+    diff_arrays = float(np.abs(ref.precision - fast.precision).max())
+    print(f"{name}: {len(gt['images'])} images, {len(gt['annotations'])} objects, {len(dets)} detections")
+    print(
+        f"  pycocotools {times['pycocotools']:.3f} s | faster-coco-eval {times['faster']:.3f} s | "
+        f"ratio pycocotools/faster = {times['pycocotools'] / times['faster']:.2f}x (best of {repeats})"
+    )
+    print(
+        f"  largest difference: stats {diff_stats:.3g}, per-class AP {diff_class:.3g}, precision array "
+        f"{diff_arrays:.3g}; AP = {ref.stats['AP']:.4f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--runs", type=Path, default=REPO / "runs", help="runs folder holding demo/data")
+    args = parser.parse_args()
+
+    mini = REPO.parent / "shared" / "data" / "coco_val2017_mini" / "annotations.json"
+    gt = json.loads(mini.read_text())
+    bench("real COCO val2017 (mini)", gt, jittered_detections(gt, 0, false_per_image=60), args.repeats)
+
+    from drkd_viz.data.synthetic import generate_dataset
+
+    root = args.runs / "demo" / "data"
+    generate_dataset(root, preset="demo", seed=0, progress=False)
+    gt = json.loads((root / "test" / "annotations.json").read_text())
+    bench("embedded demo test split", gt, jittered_detections(gt, 0, false_per_image=60), args.repeats)
+
+
+if __name__ == "__main__":
+    main()

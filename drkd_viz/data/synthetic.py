@@ -1,0 +1,334 @@
+"""The embedded default dataset: procedurally drawn shapes, rich in small objects, in COCO format.
+
+Layout written by :func:`generate_dataset`::
+
+    OUT/
+      datasheet.md            what the data is, how it was made, class list, counts, size histogram
+      stats.json              the numbers behind the datasheet
+      size_histogram.png      object sizes per split with COCO's small/medium thresholds
+      examples.png            a mosaic of annotated training images
+      train|val|test/
+        images/000001.jpg ...
+        annotations.json      COCO instances format (bbox, area, iscrowd, category_id)
+
+An image depends only on (seed, split, index): generation is deterministic, and it does not matter
+how many worker processes draw it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from drkd_viz.data.shapes import CLASSES, render_alpha, render_background, render_texture, sample_styles
+from drkd_viz.errors import UserError
+from drkd_viz.utils.io import atomic_write_json
+
+GENERATOR_VERSION = 1  # bump when drawing changes: cached datasets are then rebuilt
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SMALL_AREA, MEDIUM_AREA = 32**2, 96**2  # COCO's thresholds on the annotation's area
+MIN_VISIBLE_FRACTION = 0.45  # objects more occluded than this are not drawn at all
+MIN_VISIBLE_AREA = 20.0  # pixels; anything smaller is not a detectable object
+
+
+@dataclass(frozen=True)
+class SyntheticPreset:
+    name: str
+    split_sizes: dict[str, int]
+    min_side: int = 224  # image sides are drawn from [min_side, max_side] in steps of 16
+    max_side: int = 288
+    max_objects: int = 20
+    max_classes_per_image: int = 4
+    # probability of an object being drawn small / medium / large, and the range of
+    # sqrt(box area) in pixels for each (the mask's area is smaller than the box's)
+    size_mix: tuple[float, float, float] = (0.5, 0.33, 0.17)
+    size_ranges: tuple[tuple[float, float], ...] = ((7.0, 36.0), (36.0, 100.0), (100.0, 180.0))
+    jpeg_quality: int = 92
+
+
+PRESETS: dict[str, SyntheticPreset] = {
+    "quick": SyntheticPreset("quick", {"train": 100, "val": 50, "test": 50}),
+    "demo": SyntheticPreset("demo", {"train": 2000, "val": 300, "test": 300}),
+}
+
+
+@dataclass
+class DrawnObject:
+    category: str
+    bbox: list[float]  # COCO [x, y, w, h], tight around the visible pixels
+    area: float  # visible pixels (what COCO's small/medium/large split uses)
+    visible_fraction: float
+
+
+@dataclass
+class DrawnImage:
+    pixels: np.ndarray  # HxWx3 uint8
+    objects: list[DrawnObject] = field(default_factory=list)
+
+
+def image_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:
+    """Per-image seed: independent of worker count and of the other splits' sizes."""
+    return np.random.SeedSequence([seed, SPLITS.index(split), index, GENERATOR_VERSION])
+
+
+def _sample_box_side(rng: np.random.Generator, preset: SyntheticPreset) -> float:
+    bucket = int(rng.choice(3, p=np.asarray(preset.size_mix) / sum(preset.size_mix)))
+    lo, hi = preset.size_ranges[bucket]
+    return float(np.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def draw_image(rng: np.random.Generator, preset: SyntheticPreset) -> DrawnImage:
+    """Draw one image and its annotations."""
+    height = int(rng.integers(preset.min_side // 16, preset.max_side // 16 + 1)) * 16
+    width = int(rng.integers(preset.min_side // 16, preset.max_side // 16 + 1)) * 16
+    canvas = render_background(rng, height, width)
+
+    n_objects = int(rng.integers(1, preset.max_objects + 1))
+    n_classes = int(rng.integers(1, min(preset.max_classes_per_image, n_objects) + 1))
+    classes = [CLASSES[i] for i in rng.choice(len(CLASSES), n_classes, replace=False)]
+    styles = dict(zip(classes, sample_styles(rng, n_classes), strict=True))
+    # every class present at least once, the rest spread at random: several siblings per class
+    assignment = classes + [classes[i] for i in rng.integers(0, n_classes, n_objects - n_classes)]
+
+    # draw order = list order; later objects occlude earlier ones
+    layers = []
+    for category in assignment:
+        style = styles[category]
+        side = min(_sample_box_side(rng, preset), 0.8 * min(height, width))
+        w, h = side * math.sqrt(style.aspect), side / math.sqrt(style.aspect)
+        alpha = render_alpha(category, w, h, float(rng.uniform(0, 2 * math.pi)))
+        mh, mw = alpha.shape
+        if mh >= height or mw >= width:
+            continue
+        x0, y0 = int(rng.integers(0, width - mw + 1)), int(rng.integers(0, height - mh + 1))
+        layers.append((category, style, alpha, x0, y0))
+
+    # visibility: coverage of each object left after everything drawn on top of it;
+    # heavily occluded objects are removed and visibility recomputed until stable
+    keep = list(range(len(layers)))
+    while True:
+        on_top = np.zeros((height, width), np.float32)
+        visible = {}
+        for i in reversed(keep):
+            _, _, alpha, x0, y0 = layers[i]
+            region = on_top[y0 : y0 + alpha.shape[0], x0 : x0 + alpha.shape[1]]
+            visible[i] = alpha * (1 - region)
+            region[...] = 1 - (1 - region) * (1 - alpha)
+        dropped = [
+            i
+            for i in keep
+            if visible[i].sum() < MIN_VISIBLE_FRACTION * layers[i][2].sum() or visible[i].sum() < MIN_VISIBLE_AREA
+        ]
+        if not dropped:
+            break
+        keep = [i for i in keep if i not in dropped]
+
+    objects = []
+    for i in keep:
+        category, style, alpha, x0, y0 = layers[i]
+        mh, mw = alpha.shape
+        fill = render_texture(style, (mh, mw), rng)
+        if style.outline:
+            edge = np.clip(alpha * (1 - alpha) * 4, 0, 1)[..., None]
+            fill = fill * (1 - 0.7 * edge)
+        region = canvas[y0 : y0 + mh, x0 : x0 + mw]
+        region[...] = region * (1 - alpha[..., None]) + fill * alpha[..., None]
+        ys, xs = np.nonzero(visible[i] >= 0.5)
+        if len(xs) == 0:
+            continue
+        bx0, by0, bx1, by1 = x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1
+        objects.append(
+            DrawnObject(
+                category=category,
+                bbox=[float(bx0), float(by0), float(bx1 - bx0), float(by1 - by0)],
+                area=round(float(visible[i].sum()), 2),
+                visible_fraction=round(float(visible[i].sum() / alpha.sum()), 3),
+            )
+        )
+    pixels = (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return DrawnImage(pixels=pixels, objects=objects)
+
+
+def _draw_and_save(job: tuple[int, str, int, str, str]) -> dict:
+    seed, split, index, preset_name, images_dir = job
+    preset = PRESETS[preset_name]
+    drawn = draw_image(np.random.default_rng(image_seed(seed, split, index)), preset)
+    file_name = f"{index + 1:06d}.jpg"
+    buffer = io.BytesIO()
+    Image.fromarray(drawn.pixels).save(buffer, format="JPEG", quality=preset.jpeg_quality)
+    Path(images_dir, file_name).write_bytes(buffer.getvalue())
+    h, w = drawn.pixels.shape[:2]
+    return {
+        "index": index,
+        "file_name": file_name,
+        "height": h,
+        "width": w,
+        "objects": [asdict(o) for o in drawn.objects],
+    }
+
+
+def _coco_dict(records: list[dict], split: str, preset: SyntheticPreset, seed: int) -> dict:
+    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)]
+    cat_ids = {c["name"]: c["id"] for c in categories}
+    images, annotations = [], []
+    for rec in sorted(records, key=lambda r: r["index"]):
+        image_id = rec["index"] + 1
+        images.append({"id": image_id, "file_name": rec["file_name"], "height": rec["height"], "width": rec["width"]})
+        for obj in rec["objects"]:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": cat_ids[obj["category"]],
+                    "bbox": obj["bbox"],
+                    "area": obj["area"],
+                    "iscrowd": 0,
+                    "visible_fraction": obj["visible_fraction"],
+                }
+            )
+    info = {
+        "description": f"drkd_viz embedded shapes dataset, preset {preset.name!r}, split {split!r}",
+        "version": str(GENERATOR_VERSION),
+        "seed": seed,
+    }
+    return {"info": info, "images": images, "annotations": annotations, "categories": categories}
+
+
+def fingerprint(preset: str, seed: int) -> str:
+    return hashlib.sha256(f"{preset}:{seed}:{GENERATOR_VERSION}".encode()).hexdigest()[:16]
+
+
+def is_complete(out_dir: Path, preset: str, seed: int) -> bool:
+    stats_file = Path(out_dir) / "stats.json"
+    if not stats_file.is_file():
+        return False
+    try:
+        return json.loads(stats_file.read_text()).get("fingerprint") == fingerprint(preset, seed)
+    except json.JSONDecodeError:
+        return False
+
+
+def generate_dataset(
+    out_dir: str | os.PathLike,
+    preset: str = "demo",
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict:
+    """Write the embedded dataset to ``out_dir`` and return its statistics.
+
+    If ``out_dir`` already holds the same (preset, seed, generator version), nothing is redrawn.
+    The dataset is built in a temporary sibling folder and moved into place at the end, so an
+    interrupted run never leaves a half-written dataset behind.
+    """
+    if preset not in PRESETS:
+        raise UserError(f"unknown dataset preset {preset!r}; choose one of {sorted(PRESETS)}")
+    out = Path(out_dir)
+    if is_complete(out, preset, seed) and not overwrite:
+        return json.loads((out / "stats.json").read_text())
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(
+            f"{out} exists and does not hold the {preset!r} dataset with seed {seed}; "
+            "choose another --out or pass --overwrite"
+        )
+    spec = PRESETS[preset]
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    started = time.perf_counter()
+    jobs = []
+    for split in SPLITS:
+        (tmp / split / "images").mkdir(parents=True)
+        jobs += [(seed, split, i, preset, str(tmp / split / "images")) for i in range(spec.split_sizes[split])]
+
+    from tqdm.auto import tqdm
+
+    workers = workers or min(os.cpu_count() or 1, 8)
+    bar = tqdm(total=len(jobs), desc=f"drawing {preset} dataset", unit="img", disable=not progress)
+    results: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    if workers == 1:
+        for job in jobs:
+            results[job[1]].append(_draw_and_save(job))
+            bar.update()
+    else:
+        # spawn: never fork a process that may hold torch's thread pools
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for job, rec in zip(jobs, pool.map(_draw_and_save, jobs, chunksize=16), strict=True):
+                results[job[1]].append(rec)
+                bar.update()
+    bar.close()
+
+    coco = {split: _coco_dict(results[split], split, spec, seed) for split in SPLITS}
+    for split in SPLITS:
+        atomic_write_json(tmp / split / "annotations.json", coco[split], indent=None)
+    stats = dataset_statistics(coco)
+    stats.update(
+        preset=preset,
+        seed=seed,
+        generator_version=GENERATOR_VERSION,
+        fingerprint=fingerprint(preset, seed),
+        generation_seconds=round(time.perf_counter() - started, 2),
+    )
+    from drkd_viz.data.datasheet import write_datasheet
+
+    write_datasheet(tmp, stats, coco)
+    atomic_write_json(tmp / "stats.json", stats)  # written last: marks the folder complete
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return stats
+
+
+def size_bucket(area: float) -> str:
+    return "small" if area < SMALL_AREA else "medium" if area < MEDIUM_AREA else "large"
+
+
+def dataset_statistics(coco_by_split: dict[str, dict]) -> dict:
+    """Counts per split: images, instances, per class, per COCO size bucket, objects per image."""
+    stats: dict = {"classes": None, "splits": {}}
+    for split, coco in coco_by_split.items():
+        names = {c["id"]: c["name"] for c in coco["categories"]}
+        stats["classes"] = [c["name"] for c in coco["categories"]]
+        anns = [a for a in coco["annotations"] if not a.get("iscrowd", 0)]
+        per_image = np.bincount(
+            [a["image_id"] for a in anns], minlength=max([i["id"] for i in coco["images"]] + [0]) + 1
+        )
+        per_image = per_image[[i["id"] for i in coco["images"]]]
+        sizes = {"small": 0, "medium": 0, "large": 0}
+        for a in anns:
+            sizes[size_bucket(a["area"])] += 1
+        n = max(len(anns), 1)
+        stats["splits"][split] = {
+            "images": len(coco["images"]),
+            "instances": len(anns),
+            "per_class": {names[k]: sum(a["category_id"] == k for a in anns) for k in names},
+            "sizes": sizes,
+            "size_fractions": {k: round(v / n, 4) for k, v in sizes.items()},
+            "objects_per_image": {
+                "min": int(per_image.min()) if len(per_image) else 0,
+                "mean": round(float(per_image.mean()), 2) if len(per_image) else 0.0,
+                "max": int(per_image.max()) if len(per_image) else 0,
+            },
+            "sqrt_area_histogram": _sqrt_area_histogram(anns),
+        }
+    return stats
+
+
+HIST_EDGES = (0, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+
+
+def _sqrt_area_histogram(anns: list[dict]) -> dict:
+    counts, _ = np.histogram([math.sqrt(a["area"]) for a in anns], bins=HIST_EDGES)
+    return {"edges": list(HIST_EDGES), "counts": counts.tolist()}

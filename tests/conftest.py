@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DRKD_SHARED", REPO.parent / "shared"))
+MINI_COCO = SHARED / "data" / "coco_val2017_mini"
+
+
+@pytest.fixture(scope="session")
+def quick_data(tmp_path_factory) -> Path:
+    """The embedded dataset's quick preset, generated once per test session."""
+    from drkd_viz.data.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("data") / "quick"
+    generate_dataset(root, preset="quick", seed=0, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mini_coco() -> Path:
+    if not (MINI_COCO / "annotations.json").is_file():
+        pytest.fail(f"the real mini COCO set is expected at {MINI_COCO} (../shared beside the repository)")
+    return MINI_COCO
