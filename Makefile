@@ -22,6 +22,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/eval_speed.py
+	$(BIN)/python bench/train_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -78,22 +79,81 @@ def check_data(
 
 @app.command("eval")
 def evaluate(
-    gt: Annotated[Path, typer.Option(help="Ground-truth COCO annotation JSON.")],
-    detections: Annotated[Path, typer.Option(help="Detections as a COCO results JSON list.")],
+    run: Annotated[Path | None, typer.Option(help="Run folder: evaluate its trained detector on --split.")] = None,
+    split: Annotated[str, typer.Option(help="With --run: 'val' (tuning) or 'test' (reported numbers).")] = "val",
+    gt: Annotated[Path | None, typer.Option(help="Ground-truth COCO annotation JSON.")] = None,
+    detections: Annotated[Path | None, typer.Option(help="Detections as a COCO results JSON list.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write metrics JSON here (AP … ARl, per_class, counts).")] = None,
     backend: Annotated[
         str, typer.Option(help="'pycocotools' (reference) or 'faster' (faster-coco-eval).")
     ] = "pycocotools",
+    device: Annotated[str, typer.Option(help="With --run: 'cpu' or 'cuda'.")] = "cpu",
 ) -> None:
-    """COCO box evaluation of a detections file: 12 standard numbers and per-class AP."""
+    """COCO box evaluation: of a run folder (--run) or of a detections file (--gt, --detections)."""
     from drkd_viz.evaluation import evaluate_detections, write_metrics
 
-    result = evaluate_detections(gt, detections, backend=backend)  # type: ignore[arg-type]
+    if run is not None:
+        if gt is not None or detections is not None:
+            raise UserError("give either --run or --gt with --detections, not both")
+        from drkd_viz.engine.inference import evaluate_run
+
+        result = evaluate_run(run, split=split, device=device)
+        out_dir = run / "eval" / split
+        typer.echo(f"{run} on {split}:")
+    else:
+        if gt is None or detections is None:
+            raise UserError("give --run RUN_DIR, or both --gt ANN.json and --detections DETS.json")
+        result = evaluate_detections(gt, detections, backend=backend)  # type: ignore[arg-type]
+        out_dir = None
     for key, value in result.stats.items():
         typer.echo(f"{key:>6} {value:.4f}")
     if out is not None:
         write_metrics(result, out)
         typer.echo(f"metrics written to {out}")
+    elif out_dir is not None:
+        typer.echo(f"metrics and detections written to {out_dir}")
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option(help="Run config YAML (sections: data, model, optim, train, distill).")],
+    out: Annotated[Path, typer.Option(help="Run folder to create (or continue with --resume).")],
+    resume: Annotated[bool, typer.Option(help="Continue from the run folder's last complete checkpoint.")] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config value, e.g. --set train.iterations=50.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars (for logs).")] = False,
+) -> None:
+    """Train a detector (teacher or student, with or without distillation) into a run folder.
+
+    Under `torchrun --nproc_per_node=N -m drkd_viz.cli train …` the same command trains with
+    DistributedDataParallel; train.batch_size is the global batch."""
+    from drkd_viz.engine.config import load_config
+    from drkd_viz.engine.trainer import train as run_training
+
+    cfg = load_config(config, overrides=set_)
+    manifest = run_training(cfg, out, resume=resume, quiet=quiet)
+    if manifest and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        typer.echo(f"run '{cfg.name}' {manifest.get('status')} in {manifest.get('wall_seconds')} s: {out}")
+        for split, stats in (manifest.get("metrics") or {}).items():
+            typer.echo(f"  {split}: AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}  APs {stats['APs']:.4f}")
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Option(help="Run folder whose trained detector to use.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    out: Annotated[Path, typer.Option(help="Folder for <image>.json detections and <image>.png overlays.")] = Path(
+        "predictions"
+    ),
+    score_threshold: Annotated[float, typer.Option(help="Draw detections scoring at least this.")] = 0.3,
+    device: Annotated[str, typer.Option(help="'cpu' or 'cuda'.")] = "cpu",
+) -> None:
+    """Detect objects on images with a run's detector: JSON detections and an overlay PNG per image."""
+    from drkd_viz.engine.inference import predict_images
+
+    written = predict_images(run, images, out, score_threshold=score_threshold, device=device)
+    typer.echo(f"wrote {len(written)} files to {out}")
 
 
 @app.command()

@@ -11,7 +11,7 @@ architecture (e.g. ``fasterrcnn_resnet50_fpn``'s) loads into the matching config
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Literal
 
@@ -52,7 +52,7 @@ class DetectorConfig:
 
     family: Family = "faster_rcnn"
     backbone: str = "resnet18"
-    num_classes: int = 9  # foreground classes + 1 (background / unused label 0)
+    num_classes: int = 0  # foreground classes + 1 (background / unused label 0); 0 = take it from the dataset
     fpn_channels: int = 128
     norm: Literal["bn", "frozen_bn", "gn"] = "bn"  # backbone normalisation: bn when training from scratch
     trainable_backbone_layers: int = 5  # 5 = all; fewer freezes the stem and early stages
@@ -75,7 +75,6 @@ class DetectorConfig:
     # both
     detections_per_image: int = 100
     score_thresh: float = 0.05
-    extra: dict = field(default_factory=dict)  # reserved for forward-compatible options; must be empty
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -84,12 +83,10 @@ class DetectorConfig:
             raise UserError(f"unknown backbone {self.backbone!r}; choose one of {list(BACKBONES)}")
         if self.norm not in NORMS:
             raise UserError(f"unknown norm {self.norm!r}; choose one of {list(NORMS)}")
-        if self.num_classes < 2:
+        if self.num_classes == 1 or self.num_classes < 0:
             raise UserError(f"num_classes must count the background too (>= 2), got {self.num_classes}")
         if not 0 <= self.trainable_backbone_layers <= 5:
             raise UserError(f"trainable_backbone_layers must be in 0..5, got {self.trainable_backbone_layers}")
-        if self.extra:
-            raise UserError(f"unknown detector options {sorted(self.extra)}")
         levels = self.levels
         if self.anchor_sizes is not None and len(self.anchor_sizes) != len(levels):
             raise UserError(f"anchor_sizes needs one size per FPN level {levels}, got {list(self.anchor_sizes)}")
@@ -171,6 +168,10 @@ def build_backbone(cfg: DetectorConfig) -> BackboneWithFPN:
 
 def build_detector(cfg: DetectorConfig) -> nn.Module:
     """A randomly initialised torchvision detector (``FasterRCNN`` or ``RetinaNet``) for ``cfg``."""
+    if cfg.num_classes < 2:
+        raise UserError(
+            "DetectorConfig.num_classes is not set: give foreground classes + 1 (the dataset's num_classes)"
+        )
     backbone = build_backbone(cfg)
     n_levels = len(cfg.levels)
     common = dict(

@@ -1,0 +1,69 @@
+"""What one training step minimises, as a module the engine can call without knowing the method.
+
+The engine only does:  ``losses = objective(images, targets); loss = sum(losses.values())``
+and optimises every parameter of the objective that requires grad. A distillation method
+subclasses :class:`Objective`, keeps its frozen teacher in ``self.teacher`` (never optimised,
+never checkpointed) and registers its own trainable modules (adapters, relation units) as
+submodules: they are optimised with the student and saved in checkpoints, but left out of the
+exported student.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from drkd_viz.errors import UserError
+
+Losses = dict[str, torch.Tensor]
+
+
+class Objective(nn.Module):
+    """Plain detection training: L = L_det (the detector's own loss terms)."""
+
+    frozen: tuple[str, ...] = ()  # attribute names of submodules that are not trained nor checkpointed
+
+    def __init__(self, student: nn.Module):
+        super().__init__()
+        self.student = student
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict]) -> Losses:
+        return self.student(images, targets)
+
+    def formula(self) -> str:
+        return "L = L_det"
+
+    def train(self, mode: bool = True) -> Objective:
+        super().train(mode)
+        for name in self.frozen:  # a frozen teacher stays in eval mode (BatchNorm statistics fixed)
+            getattr(self, name).eval()
+        return self
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Everything a checkpoint must hold: student + method modules, without frozen ones."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(tuple(f"{n}." for n in self.frozen))}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith(tuple(f"{n}." for n in self.frozen))]
+        if missing or unexpected:
+            raise UserError(f"checkpoint does not fit this run: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+ObjectiveBuilder = Callable[[nn.Module, dict, "object"], Objective]
+# distillation methods register themselves here: name -> builder(student, distill_section, context)
+METHODS: dict[str, ObjectiveBuilder] = {}
+
+
+def build_objective(student: nn.Module, distill: dict | None, context: object) -> Objective:
+    """The plain objective, or the one the config's ``distill.method`` names."""
+    if not distill or distill.get("method", "none") == "none":
+        return Objective(student)
+    import drkd_viz.distill  # noqa: F401  (registers the methods)
+
+    method = distill.get("method")
+    if method not in METHODS:
+        raise UserError(f"distill.method: unknown method {method!r}; choose one of {['none', *sorted(METHODS)]}")
+    return METHODS[method](student, distill, context)

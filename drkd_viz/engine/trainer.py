@@ -1,0 +1,315 @@
+"""The training loop: one function, readable top to bottom (after torchvision's references/detection).
+
+Runs unchanged on one CPU, one GPU, or N processes under ``torchrun`` (DistributedDataParallel).
+What is minimised comes from an :class:`~drkd_viz.engine.objective.Objective`: plain detection,
+or a distillation method that adds its own loss terms and trainable modules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from drkd_viz.engine import checkpoint as ckpt_io
+from drkd_viz.engine.config import RunConfig, dump_config
+from drkd_viz.engine.data import IterationBatches, ensure_embedded_data, open_split, training_loader
+from drkd_viz.engine.distributed import DistInfo, barrier, broadcast_object, gather_objects, init_distributed, shutdown
+from drkd_viz.engine.inference import class_table, evaluate_model, export_student, to_device
+from drkd_viz.engine.objective import Objective, build_objective
+from drkd_viz.engine.runs import MetricsLog, RunFolder, environment_info, now
+from drkd_viz.engine.schedule import lr_factor
+from drkd_viz.errors import UserError
+from drkd_viz.models.factory import build_detector
+from drkd_viz.models.weights import load_weights
+from drkd_viz.utils.io import atomic_write_text
+
+
+class TrainingDiverged(UserError):
+    """A loss term became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+def resolve_device(kind: str) -> torch.device:
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device is 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(kind)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def architecture(cfg: RunConfig) -> dict[str, Any]:
+    """What a checkpoint must match to be loaded: the detector and the method's modules."""
+    return {"model": cfg.model.to_dict(), "method": (cfg.distill or {}).get("method", "none"), "distill": cfg.distill}
+
+
+class RunContext:
+    """What a distillation method may need to build its modules (device, data, run config)."""
+
+    def __init__(self, cfg: RunConfig, device: torch.device, info: DistInfo):
+        self.cfg, self.device, self.info = cfg, device, info
+
+
+def _prepare_run_folder(run: RunFolder, cfg: RunConfig, resume: bool, info: DistInfo) -> None:
+    if info.is_main:
+        if run.manifest.is_file() and not resume:
+            status = run.read_manifest().get("status")
+            raise UserError(
+                f"{run.path} already holds a run (status: {status}); pass --resume to continue it, "
+                "or choose another --out"
+            )
+        if resume and run.config.is_file():
+            from drkd_viz.engine.config import load_config
+
+            previous = load_config(run.config)
+            if architecture(previous) != architecture(cfg):
+                raise UserError(
+                    f"--resume: the config differs from the one {run.path} was started with "
+                    f"(model or distill section); resume with {run.config}"
+                )
+        run.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.config, dump_config(cfg))
+    barrier(info)
+
+
+def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """Train ``cfg`` into the run folder ``out``; returns the final manifest."""
+    device = resolve_device(cfg.train.device)
+    info = init_distributed(device.type)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    run = RunFolder(Path(out))
+    started = time.time()
+    try:
+        # ---- data (generate the embedded dataset once, on rank 0) -------------------------------------
+        if info.is_main:
+            ensure_embedded_data(cfg.data, progress=not quiet)
+        barrier(info)
+        train_set = open_split(cfg.data, "train", train=True)
+        if cfg.model.num_classes == 0:
+            cfg = replace(cfg, model=replace(cfg.model, num_classes=train_set.num_classes))
+        elif cfg.model.num_classes != train_set.num_classes:
+            raise UserError(
+                f"model.num_classes is {cfg.model.num_classes} but the dataset has "
+                f"{train_set.num_classes - 1} categories (+1 background = {train_set.num_classes}); "
+                "remove model.num_classes to take it from the data"
+            )
+        _prepare_run_folder(run, cfg, resume, info)
+        if info.is_main:
+            run.update_manifest(
+                name=cfg.name,
+                status="running",
+                seed=cfg.seed,
+                device=str(device),
+                world_size=info.world,
+                started=run.read_manifest().get("started", now()),
+                resumed=resume,
+                environment=environment_info(),
+                formula=None,
+            )
+
+        # ---- model, objective, optimiser ---------------------------------------------------------------
+        seed_everything(cfg.seed, cfg.train.deterministic)
+        student = build_detector(cfg.model)
+        if cfg.train.init_weights:
+            load_weights(student, cfg.train.init_weights, skip_mismatched=cfg.train.skip_mismatched)
+        objective: Objective = build_objective(student, cfg.distill, RunContext(cfg, device, info)).to(device)
+        params = [p for p in objective.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(
+            params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay
+        )
+        total = cfg.train.iterations
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.optim, total))
+        use_amp = cfg.optim.amp and device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+        start = 0
+        latest = ckpt_io.latest_checkpoint(run.checkpoints) if resume else None
+        if latest is not None:
+            weights, state = ckpt_io.load_checkpoint(latest, architecture(cfg))
+            objective.load_trainable_state(weights)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            ckpt_io.set_rng_state(state["rng"][info.rank])
+            start = latest.iteration
+        if info.is_main:
+            run.update_manifest(formula=objective.formula(), resumed_from=start if latest else None)
+
+        model = objective
+        if info.enabled:
+            model = torch.nn.parallel.DistributedDataParallel(
+                objective, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        batches = IterationBatches(len(train_set), cfg.train.batch_size, total, cfg.seed, start, info.rank, info.world)
+        loader = training_loader(train_set, batches, cfg.data.workers)
+        log = MetricsLog(run, resume_from=start if latest else None) if info.is_main else None
+
+        def save(iteration: int, final: bool = False) -> None:
+            rng = gather_objects(info, ckpt_io.rng_state())
+            if info.is_main:
+                state = {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": rng,
+                    "iteration": iteration,
+                }
+                ckpt_io.save_checkpoint(
+                    run.checkpoints, iteration, objective.trainable_state(), state, architecture(cfg), final=final
+                )
+                ckpt_io.prune_checkpoints(run.checkpoints, cfg.train.keep_checkpoints)
+            barrier(info)
+
+        # ---- the loop: L = sum of the objective's terms ------------------------------------------------
+        from tqdm.auto import tqdm
+
+        objective.train()
+        bar = tqdm(
+            total=total, initial=start, desc=cfg.name, unit="it", disable=quiet or not info.is_main, dynamic_ncols=True
+        )
+        tick = time.perf_counter()
+        for iteration, (images, targets) in zip(range(start, total), loader, strict=False):
+            data_time = time.perf_counter() - tick
+            images, targets = [i.to(device, non_blocking=True) for i in images], to_device(targets, device)
+            lr = optimizer.param_groups[0]["lr"]
+            with torch.autocast(device.type, enabled=use_amp):
+                losses = model(images, targets)
+            _check_finite(losses, iteration + 1, run, info)
+            loss = sum(losses.values())
+
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            grad_norm = None
+            if cfg.optim.clip_grad_norm:
+                scaler.unscale_(optimizer)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad_norm))
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+
+            step_time = time.perf_counter() - tick
+            values = _mean_over_ranks({"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}, info)
+            record = {
+                "iter": iteration + 1,
+                **values,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "time": round(step_time, 4),
+                "data_time": round(data_time, 4),
+                "images_per_s": round(cfg.train.batch_size / step_time, 2),
+            }
+            if log is not None:
+                log.log(record)
+            bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2g}", img_s=f"{record['images_per_s']:.1f}")
+            bar.update()
+            if (iteration + 1) % cfg.train.checkpoint_every == 0 and iteration + 1 < total:
+                save(iteration + 1)
+            tick = time.perf_counter()
+        bar.close()
+        save(total, final=True)
+        # replicas must end identical under DDP: record every rank's weight checksum
+        checksums = gather_objects(info, _checksum(objective.trainable_state()))
+        if info.is_main:
+            export_student(objective.trainable_state(), cfg, class_table(train_set), run.export)
+            run.update_manifest(status="trained", trained_at=now(), replica_checksums=checksums)
+
+        # ---- evaluation --------------------------------------------------------------------------------
+        metrics = None
+        if cfg.train.eval_split != "none":
+            eval_set = open_split(cfg.data, cfg.train.eval_split, train=False)
+            result = evaluate_model(
+                objective.student,
+                eval_set,
+                run.eval_dir(cfg.train.eval_split),
+                device,
+                cfg.train.eval_batch_size,
+                info,
+                progress=not quiet,
+            )
+            metrics = {cfg.train.eval_split: result.stats}
+            if log is not None:
+                log.log_eval(cfg.train.eval_split, result.stats, total)
+        if log is not None:
+            log.close()
+        manifest = {}
+        if info.is_main:
+            manifest = run.update_manifest(
+                status="finished",
+                finished=now(),
+                wall_seconds=round(time.time() - started, 1) + run.read_manifest().get("previous_wall_seconds", 0.0),
+                metrics=metrics,
+            )
+        return broadcast_object(info, manifest)
+    except TrainingDiverged:
+        raise
+    except KeyboardInterrupt:
+        if info.is_main and run.manifest.is_file():
+            run.update_manifest(status="interrupted", previous_wall_seconds=_wall(run, started))
+        raise
+    except BaseException as exc:
+        if info.is_main and run.manifest.is_file():
+            run.update_manifest(
+                status="failed", error=f"{type(exc).__name__}: {exc}", previous_wall_seconds=_wall(run, started)
+            )
+        raise
+    finally:
+        shutdown(info)
+
+
+def _checksum(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _wall(run: RunFolder, started: float) -> float:
+    return round(time.time() - started + run.read_manifest().get("previous_wall_seconds", 0.0), 1)
+
+
+def _mean_over_ranks(values: dict[str, torch.Tensor], info: DistInfo) -> dict[str, float]:
+    stacked = torch.stack([v.float() for v in values.values()])
+    if info.enabled:
+        torch.distributed.all_reduce(stacked)
+        stacked /= info.world
+    return {k: float(v) for k, v in zip(values, stacked.tolist(), strict=True)}
+
+
+def _check_finite(losses: dict[str, torch.Tensor], iteration: int, run: RunFolder, info: DistInfo) -> None:
+    """Stop before a non-finite loss reaches the weights; under torchrun every rank stops together."""
+    finite = torch.stack([torch.isfinite(v.detach()).all() for v in losses.values()]).float()
+    if info.enabled:
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    if bool(finite.all()):
+        return
+    bad = [name for name, ok in zip(losses, finite.tolist(), strict=True) if not ok]
+    last = ckpt_io.latest_checkpoint(run.checkpoints)
+    kept = f"the last good checkpoint is {last.path}" if last else "no checkpoint was written before it"
+    message = (
+        f"training diverged at iteration {iteration}: loss term {', '.join(repr(b) for b in bad)} is "
+        f"not finite ({float(losses[bad[0]].detach())}); {kept}. Lower optim.lr, lengthen optim.warmup_iters or set "
+        "optim.clip_grad_norm, then start again (or --resume from that checkpoint)."
+    )
+    if info.is_main:
+        run.update_manifest(status="diverged", error=message)
+    raise TrainingDiverged(message)
