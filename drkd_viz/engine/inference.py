@@ -272,6 +272,9 @@ def predict_images(
     from drkd_viz.data.images import load_image
 
     run = RunFolder(Path(run_dir))
+    missing = [str(p) for p in images if not Path(p).is_file()]
+    if missing:  # before anything is loaded or written
+        raise UserError(f"image file not found: {', '.join(missing[:5])}")
     model, _ = load_student(run_dir, device)
     info = json.loads((run.export / "student.json").read_text()) if (run.export / "student.json").is_file() else {}
     names = {c["label"]: c["name"] for c in info.get("classes", [])}

@@ -1,7 +1,7 @@
 """The training loop: one function, readable top to bottom (after torchvision's references/detection).
 
 Runs unchanged on one CPU, one GPU, or N processes under ``torchrun`` (DistributedDataParallel).
-What is minimised comes from an :class:`~drkd_viz.engine.objective.Objective`: plain detection,
+What is minimised comes from an :class:`~drkd_viz.distill.objective.Objective`: plain detection,
 or a distillation method that adds its own loss terms and trainable modules.
 """
 
@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from drkd_viz.distill.objective import Objective, build_objective
 from drkd_viz.engine import checkpoint as ckpt_io
 from drkd_viz.engine.config import RunConfig, dump_config
 from drkd_viz.engine.data import IterationBatches, ensure_embedded_data, open_split, training_loader
 from drkd_viz.engine.distributed import DistInfo, barrier, broadcast_object, gather_objects, init_distributed, shutdown
 from drkd_viz.engine.inference import class_table, evaluate_model, export_student, to_device
-from drkd_viz.engine.objective import Objective, build_objective
 from drkd_viz.engine.runs import MetricsLog, RunFolder, environment_info, now
 from drkd_viz.engine.schedule import lr_factor
 from drkd_viz.errors import UserError
@@ -57,13 +57,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def architecture(cfg: RunConfig) -> dict[str, Any]:
     """What a checkpoint must match to be loaded: the detector and the method's modules."""
     return {"model": cfg.model.to_dict(), "method": (cfg.distill or {}).get("method", "none"), "distill": cfg.distill}
-
-
-class RunContext:
-    """What a distillation method may need to build its modules (device, data, run config)."""
-
-    def __init__(self, cfg: RunConfig, device: torch.device, info: DistInfo):
-        self.cfg, self.device, self.info = cfg, device, info
 
 
 def _prepare_run_folder(run: RunFolder, cfg: RunConfig, resume: bool, info: DistInfo) -> None:
@@ -131,7 +124,7 @@ def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: b
         student = build_detector(cfg.model)
         if cfg.train.init_weights:
             load_weights(student, cfg.train.init_weights, skip_mismatched=cfg.train.skip_mismatched)
-        objective: Objective = build_objective(student, cfg.distill, RunContext(cfg, device, info)).to(device)
+        objective: Objective = build_objective(student, cfg.distill, cfg.model, device).to(device)
         params = [p for p in objective.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(
             params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay
@@ -208,6 +201,7 @@ def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: b
 
             step_time = time.perf_counter() - tick
             values = _mean_over_ranks({"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}, info)
+            values.update(objective.metrics())  # unweighted per-level diagnostics: logged, not optimised
             record = {
                 "iter": iteration + 1,
                 **values,

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from drkd_viz.errors import WeightsError
+from drkd_viz.models.factory import DetectorConfig
 
 MAX_LISTED = 8
 
@@ -126,3 +127,21 @@ def load_weights(model: nn.Module, path: str | os.PathLike, skip_mismatched: boo
         )
     model.load_state_dict(usable, strict=False)
     return report
+
+
+def load_exported_detector(folder: str | os.PathLike) -> tuple[nn.Module, DetectorConfig]:
+    """A trained detector from a run folder (or its ``export/``): ``student.json`` says how to build it,
+    ``student.safetensors`` holds its weights."""
+    import json
+
+    from drkd_viz.models.factory import build_detector
+
+    folder = Path(folder)
+    export = folder / "export" if (folder / "export").is_dir() else folder
+    info_file = export / "student.json"
+    if not info_file.is_file():
+        raise WeightsError(f"{folder} holds no exported detector (no export/student.json); is the run finished?")
+    cfg = DetectorConfig(**json.loads(info_file.read_text())["detector"])
+    model = build_detector(cfg)
+    load_weights(model, export / "student.safetensors")
+    return model, cfg

@@ -11,6 +11,7 @@ exported student.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,7 +34,12 @@ class Objective(nn.Module):
         return self.student(images, targets)
 
     def formula(self) -> str:
+        """The loss this objective computes, as it would be written in the paper."""
         return "L = L_det"
+
+    def metrics(self) -> dict[str, float]:
+        """Unweighted diagnostics of the last forward (e.g. a loss per FPN level), logged, not optimised."""
+        return {}
 
     def train(self, mode: bool = True) -> Objective:
         super().train(mode)
@@ -41,29 +47,32 @@ class Objective(nn.Module):
             getattr(self, name).eval()
         return self
 
+    def _is_frozen(self, key: str) -> bool:
+        return key.startswith(tuple(f"{n}." for n in self.frozen))
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Everything a checkpoint must hold: student + method modules, without frozen ones."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(tuple(f"{n}." for n in self.frozen))}
+        return {k: v for k, v in self.state_dict().items() if not self._is_frozen(k)}
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith(tuple(f"{n}." for n in self.frozen))]
+        missing = [k for k in missing if not self._is_frozen(k)]
         if missing or unexpected:
             raise UserError(f"checkpoint does not fit this run: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
-ObjectiveBuilder = Callable[[nn.Module, dict, "object"], Objective]
-# distillation methods register themselves here: name -> builder(student, distill_section, context)
+# Distillation methods register here: name -> builder(student, resolved distill section, detector config, device)
+ObjectiveBuilder = Callable[[nn.Module, dict[str, Any], Any, torch.device], Objective]
 METHODS: dict[str, ObjectiveBuilder] = {}
 
 
-def build_objective(student: nn.Module, distill: dict | None, context: object) -> Objective:
+def build_objective(student: nn.Module, distill: dict | None, model_cfg: Any, device: torch.device) -> Objective:
     """The plain objective, or the one the config's ``distill.method`` names."""
     if not distill or distill.get("method", "none") == "none":
         return Objective(student)
-    import drkd_viz.distill  # noqa: F401  (registers the methods)
+    import drkd_viz.distill.distiller  # noqa: F401  (registers the methods)
 
     method = distill.get("method")
     if method not in METHODS:
         raise UserError(f"distill.method: unknown method {method!r}; choose one of {['none', *sorted(METHODS)]}")
-    return METHODS[method](student, distill, context)
+    return METHODS[method](student, distill, model_cfg, device)

@@ -1,0 +1,1 @@
+"""Distillation: the objective interface, DRKD's relation losses, comparison methods, the distiller."""

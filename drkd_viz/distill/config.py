@@ -1,0 +1,125 @@
+"""The ``distill:`` section of a run config: method, teacher, loss weights, DRKD switches.
+
+Every switch left out takes its value from the preset:
+
+* ``reference`` — the authors' constants: all FPN levels, 64 graph nodes on P2/P3 and 256 above,
+  3x3 RoIAlign on P2/P3, λ_pr = 1e-3, λ_ir = 4e-3, λ_ins = 2.4e-3, unnormalised (Frobenius) norms,
+  GloRe without 1/HW, unscaled relation logits, the random redrawn relation filter, L_IR on features.
+* ``default`` — ours; each deviation and why:
+    - ``norm: mse`` and ``glore_normalize: true``: loss values no longer scale with batch, channels and
+      image size, so one weight fits a laptop run and a COCO run (Frobenius norms grow with √elements);
+    - λ values re-derived for the mse scale (see DEFAULT_WEIGHTS): each term starts at a few per cent of
+      the detection loss (measured; README table);
+    - graph nodes shrink with the level (P2 64 … P5+ 8): at 256 px inputs P5 has 8x10 pixels, 256 nodes
+      would outnumber them;
+    - ``relation_filter: learned``: the authors' filter is random and never trained (spec §4);
+    - ``relation_scale: true``: θ·φ divided by √d, otherwise the softmax over C·9/2-dim dot products
+      saturates to one-hot at initialisation;
+    - on RetinaNet (levels P3–P7) the instance losses use P3/P4, its two finest levels.
+
+Ablations are small overrides of these (:data:`ABLATIONS`), used by the experiments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from drkd_viz.errors import UserError
+from drkd_viz.utils.typed_config import from_dict
+
+METHOD_NAMES = ("none", "feature_imitation", "drkd")
+
+
+@dataclass
+class DistillConfig:
+    method: Literal["none", "feature_imitation", "drkd"] = "drkd"
+    preset: Literal["default", "reference"] = "default"
+    teacher: str | None = None  # a run folder (uses its export/) or a weights file (+ teacher_model)
+    teacher_model: dict[str, Any] | None = None  # DetectorConfig fields; needed with a weights file
+    pr_weight: float | None = None  # λ_pr
+    ir_weight: float | None = None  # λ_ir
+    ins_weight: float | None = None  # λ_ins
+    fi_weight: float | None = None  # feature imitation weight (method feature_imitation)
+    pr_levels: list[str] | None = None
+    nodes: dict[str, int] | None = None  # graph nodes per level
+    glore_normalize: bool | None = None
+    ir_levels: list[str] | None = None
+    roi_size: int | None = None
+    relation_filter: Literal["learned", "none", "reference"] | None = None
+    ir_target: Literal["features", "matrix"] | None = None
+    relation_scale: bool | None = None
+    norm: Literal["mse", "frobenius"] | None = None
+    fi_levels: list[str] | None = None
+
+
+REFERENCE = {
+    "pr_weight": 1e-3,
+    "ir_weight": 4e-3,
+    "ins_weight": 2.4e-3,
+    "fi_weight": 1.0,
+    "nodes": {"P2": 64, "P3": 64, "P4": 256, "P5": 256, "P6": 256, "P7": 256},
+    "glore_normalize": False,
+    "roi_size": 3,
+    "relation_filter": "reference",
+    "ir_target": "features",
+    "relation_scale": False,
+    "norm": "frobenius",
+}
+DEFAULT_WEIGHTS = {"pr_weight": 1.0, "ir_weight": 1.0, "ins_weight": 1.0, "fi_weight": 1.0}
+DEFAULT = {
+    **DEFAULT_WEIGHTS,
+    "nodes": {"P2": 64, "P3": 32, "P4": 16, "P5": 8, "P6": 8, "P7": 8},
+    "glore_normalize": True,
+    "roi_size": 3,
+    "relation_filter": "learned",
+    "ir_target": "features",
+    "relation_scale": True,
+    "norm": "mse",
+}
+PRESETS = {"default": DEFAULT, "reference": REFERENCE}
+
+# name -> overrides of the drkd method (the experiments' comparison and ablation grid)
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "drkd": {},
+    "pr_only": {"ir_weight": 0.0, "ins_weight": 0.0},
+    "ir_only": {"pr_weight": 0.0},
+    "ir_no_filter": {"pr_weight": 0.0, "relation_filter": "none"},
+    "ir_reference_filter": {"pr_weight": 0.0, "relation_filter": "reference"},
+    "ir_matrix": {"pr_weight": 0.0, "ir_target": "matrix"},
+}
+
+
+def resolve_distill(section: dict[str, Any], levels: list[str]) -> dict[str, Any]:
+    """Check a ``distill:`` section and fill every unset switch from its preset, for a detector with
+    FPN ``levels``. Returns a plain dict (what config.yaml records)."""
+    cfg: DistillConfig = from_dict(DistillConfig, section, where="distill")
+    if cfg.method == "none":
+        return {"method": "none"}
+    if not cfg.teacher:
+        raise UserError(f"distill.teacher: method {cfg.method!r} needs a teacher (a run folder or a weights file)")
+    preset = PRESETS[cfg.preset]
+    resolved = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    for key, value in preset.items():
+        if resolved.get(key) is None:
+            resolved[key] = value
+    defaults = {"pr_levels": list(levels), "ir_levels": list(levels[:2]), "fi_levels": list(levels)}
+    for key, value in defaults.items():
+        if resolved[key] is None:
+            resolved[key] = value
+    for key in ("pr_levels", "ir_levels", "fi_levels"):
+        unknown = [lv for lv in resolved[key] if lv not in levels]
+        if unknown:
+            raise UserError(f"distill.{key}: {unknown} are not levels of this detector; it has {levels}")
+    missing_nodes = [lv for lv in resolved["pr_levels"] if lv not in resolved["nodes"]]
+    if missing_nodes:
+        raise UserError(f"distill.nodes: no node count for levels {missing_nodes}")
+    if cfg.method == "feature_imitation":
+        resolved.update(pr_weight=0.0, ir_weight=0.0, ins_weight=0.0)
+    else:
+        resolved["fi_weight"] = 0.0
+    for key in ("pr_weight", "ir_weight", "ins_weight", "fi_weight"):
+        if resolved[key] < 0:
+            raise UserError(f"distill.{key} must be >= 0, got {resolved[key]}")
+    return resolved

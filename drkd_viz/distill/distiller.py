@@ -1,0 +1,147 @@
+"""The distiller: a frozen teacher, a trainable student, and the paper's loss (spec §1)
+
+    L = L_det + λ_pr · L_PR + λ_ir · L_IR + λ_ins · L_INS          (method "drkd")
+    L = L_det + λ_fi · L_FI                                       (method "feature_imitation")
+
+The teacher runs in eval mode without gradients, on exactly the student's transformed batch; the
+ground-truth boxes are taken in the student's transformed coordinates. The relation units and
+adapters are trained with the student's optimiser and never exported with the student.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from drkd_viz.distill.baselines import FeatureImitationLoss
+from drkd_viz.distill.instance_relation import InstanceRelationLoss
+from drkd_viz.distill.objective import METHODS, Losses, Objective
+from drkd_viz.distill.pixel_relation import PixelRelationLoss
+from drkd_viz.errors import UserError
+from drkd_viz.models.capture import fpn_features, record_forward
+from drkd_viz.models.factory import DetectorConfig, build_detector
+from drkd_viz.models.weights import load_exported_detector, load_weights
+
+SAME_INPUT = ("min_size", "max_size", "image_mean", "image_std")
+
+
+def load_teacher(settings: dict[str, Any]) -> tuple[nn.Module, DetectorConfig]:
+    """The teacher named by ``distill.teacher``: a run folder, or a weights file with ``teacher_model``."""
+    source = Path(settings["teacher"])
+    if source.is_dir():
+        return load_exported_detector(source)
+    if not source.is_file():
+        raise UserError(f"distill.teacher: {source} is neither a run folder nor a weights file")
+    if not settings.get("teacher_model"):
+        raise UserError(
+            "distill.teacher_model: a teacher weights file needs its architecture "
+            "(DetectorConfig fields: family, backbone, fpn_channels, num_classes, …)"
+        )
+    cfg = DetectorConfig(**settings["teacher_model"])
+    model = build_detector(cfg)
+    load_weights(model, source)
+    return model, cfg
+
+
+def check_pair(student: DetectorConfig, teacher: DetectorConfig) -> None:
+    if student.family != teacher.family:
+        raise UserError(f"teacher ({teacher.family}) and student ({student.family}) must be of the same family")
+    if student.levels != teacher.levels:
+        raise UserError(f"teacher levels {teacher.levels} differ from the student's {student.levels}")
+    differ = [k for k in SAME_INPUT if getattr(student, k) != getattr(teacher, k)]
+    if differ:
+        pairs = ", ".join(f"{k}: student {getattr(student, k)} vs teacher {getattr(teacher, k)}" for k in differ)
+        raise UserError(f"the teacher sees the student's transformed images, so these must match: {pairs}")
+
+
+class DistillationObjective(Objective):
+    frozen = ("teacher",)
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        settings: dict[str, Any],
+        student_cfg: DetectorConfig,
+        teacher_cfg: DetectorConfig,
+    ):
+        super().__init__(student)
+        check_pair(student_cfg, teacher_cfg)
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.settings = settings
+        s_ch, t_ch = student_cfg.fpn_channels, teacher_cfg.fpn_channels
+        w = settings
+        self.pixel = (
+            PixelRelationLoss(w["pr_levels"], s_ch, t_ch, w["nodes"], w["glore_normalize"], w["norm"])
+            if w["pr_weight"] > 0
+            else None
+        )
+        self.instance = (
+            InstanceRelationLoss(
+                w["ir_levels"],
+                s_ch,
+                t_ch,
+                w["roi_size"],
+                w["relation_filter"],
+                w["ir_target"],
+                w["norm"],
+                w["relation_scale"],
+                relations=w["ir_weight"] > 0,
+                instances=w["ins_weight"] > 0,
+            )
+            if w["ir_weight"] > 0 or w["ins_weight"] > 0
+            else None
+        )
+        self.imitation = FeatureImitationLoss(w["fi_levels"], s_ch, t_ch, w["norm"]) if w["fi_weight"] > 0 else None
+        self._metrics: dict[str, float] = {}
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict]) -> Losses:
+        with record_forward(self.student) as rec:
+            losses = dict(self.student(images, targets))  # L_det
+        with torch.no_grad():
+            teacher = fpn_features(self.teacher, rec.images.tensors)  # T_l, on the student's exact input
+        student = rec.features  # S_l
+        boxes = [t["boxes"] for t in rec.targets]  # ground truth in transformed coordinates
+        w, metrics = self.settings, {}
+        if self.pixel is not None:
+            l_pr, per_level = self.pixel(student, teacher)
+            losses["loss_pr"] = w["pr_weight"] * l_pr
+            metrics.update({f"pr_{k}": float(v.detach()) for k, v in per_level.items()})
+        if self.instance is not None:
+            l_ir, l_ins, per_level = self.instance(student, teacher, boxes)
+            if w["ir_weight"] > 0:
+                losses["loss_ir"] = w["ir_weight"] * l_ir
+            if w["ins_weight"] > 0:
+                losses["loss_ins"] = w["ins_weight"] * l_ins
+            metrics.update({k: float(v) for k, v in per_level.items()})
+        if self.imitation is not None:
+            l_fi, per_level = self.imitation(student, teacher)
+            losses["loss_fi"] = w["fi_weight"] * l_fi
+            metrics.update({f"fi_{k}": float(v.detach()) for k, v in per_level.items()})
+        self._metrics = metrics
+        return losses
+
+    def formula(self) -> str:
+        w = self.settings
+        terms = ["L_det"]
+        for key, name in (("pr_weight", "L_PR"), ("ir_weight", "L_IR"), ("ins_weight", "L_INS"), ("fi_weight", "L_FI")):
+            if w[key] > 0:
+                terms.append(f"{w[key]:g}·{name}")
+        return "L = " + " + ".join(terms)
+
+    def metrics(self) -> dict[str, float]:
+        return self._metrics
+
+
+def build_distiller(
+    student: nn.Module, settings: dict[str, Any], student_cfg: DetectorConfig, device: torch.device
+) -> DistillationObjective:
+    teacher, teacher_cfg = load_teacher(settings)
+    return DistillationObjective(student, teacher.to(device), settings, student_cfg, teacher_cfg)
+
+
+METHODS["drkd"] = build_distiller
+METHODS["feature_imitation"] = build_distiller

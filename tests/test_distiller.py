@@ -1,0 +1,270 @@
+"""The distiller in the training engine: frozen teacher, trained student and modules, both detector
+families, presets, ablation switches, export without distillation modules, inspection API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny
+from safetensors.torch import load_file
+
+from drkd_viz.data.coco import CocoDetection, collate_detection
+from drkd_viz.distill.config import ABLATIONS, REFERENCE, resolve_distill
+from drkd_viz.distill.distiller import DistillationObjective, build_distiller
+from drkd_viz.engine.checkpoint import latest_checkpoint
+from drkd_viz.engine.config import load_config
+from drkd_viz.engine.trainer import train
+from drkd_viz.errors import UserError
+from drkd_viz.models.factory import DetectorConfig, build_detector
+
+
+def _model(family: str, backbone: str, channels: int) -> dict:
+    return {
+        "family": family,
+        "backbone": backbone,
+        "fpn_channels": channels,
+        "box_head_width": 64,
+        "min_size": 128,
+        "max_size": 160,
+    }
+
+
+@pytest.fixture(scope="module", params=["faster_rcnn", "retinanet"])
+def teacher_run(request, quick_data, tmp_path_factory):
+    family = request.param
+    out = tmp_path_factory.mktemp("teachers") / family
+    cfg = load_config(
+        data=tiny(quick_data, model=_model(family, "resnet18", 48), train={"iterations": 12, "eval_split": "none"})
+    )
+    train(cfg, out, quiet=True)
+    return out, family
+
+
+def _student_cfg(quick_data, teacher: Path, family: str, **distill):
+    return load_config(
+        data=tiny(
+            quick_data,
+            model=_model(family, "resnet10", 32),
+            distill={"method": "drkd", "teacher": str(teacher), **distill},
+        )
+    )
+
+
+def _objective(quick_data, teacher_run, **distill) -> tuple[DistillationObjective, list, list]:
+    teacher, family = teacher_run
+    cfg = _student_cfg(quick_data, teacher, family, **distill)
+    cfg.model.num_classes = 9
+    objective = build_distiller(build_detector(cfg.model), cfg.distill, cfg.model, torch.device("cpu"))
+    ds = CocoDetection.from_split(quick_data, "train")
+    images, targets = collate_detection([ds[i] for i in range(3)])
+    return objective, images, targets
+
+
+def test_every_term_is_added_and_the_teacher_is_frozen(quick_data, teacher_run):
+    torch.manual_seed(0)
+    objective, images, targets = _objective(quick_data, teacher_run)
+    teacher_before = {k: v.clone() for k, v in objective.teacher.state_dict().items()}
+    optimizer = torch.optim.SGD([p for p in objective.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    objective.train()
+    assert not objective.teacher.training  # stays in eval mode inside a training objective
+    for _ in range(2):
+        losses = objective(images, targets)
+        assert {"loss_pr", "loss_ir", "loss_ins"} <= set(losses)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        # student, both sides' relation units and the adapters learn; the teacher gets nothing
+        assert objective.student.backbone.body.conv1.weight.grad.abs().sum() > 0
+        for module in (
+            objective.pixel.student_units,
+            objective.pixel.teacher_units,
+            objective.pixel.adapters,
+            objective.instance.student_relations,
+            objective.instance.teacher_relations,
+            objective.instance.relation_adapters,
+            objective.instance.instance_adapters,
+        ):
+            grads = [p.grad for p in module.parameters()]
+            assert grads and all(g is not None for g in grads)
+        assert all(p.grad is None and not p.requires_grad for p in objective.teacher.parameters())
+        optimizer.step()
+    for k, v in objective.teacher.state_dict().items():
+        assert torch.equal(v, teacher_before[k]), k  # weights and BatchNorm statistics unchanged
+    assert objective.formula() == "L = L_det + 1·L_PR + 1·L_IR + 1·L_INS"
+    assert {"pr_" + lv for lv in objective.settings["pr_levels"]} <= set(objective.metrics())
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_each_ablation_changes_what_it_claims_and_nothing_else(quick_data, teacher_run, name):
+    teacher, family = teacher_run
+    levels = DetectorConfig(family=family).levels
+    base = resolve_distill({"method": "drkd", "teacher": str(teacher)}, levels)
+    ablated = resolve_distill({"method": "drkd", "teacher": str(teacher), **ABLATIONS[name]}, levels)
+    changed = {k for k in base if base[k] != ablated[k]}
+    assert changed == {k for k, v in ABLATIONS[name].items() if base[k] != v}
+    torch.manual_seed(0)
+    objective, images, targets = _objective(quick_data, teacher_run, **ABLATIONS[name])
+    losses = objective(images, targets)
+    assert ("loss_pr" in losses) == (ablated["pr_weight"] > 0)
+    assert ("loss_ir" in losses) == (ablated["ir_weight"] > 0)
+    assert ("loss_ins" in losses) == (ablated["ins_weight"] > 0)
+    if name == "ir_no_filter":
+        module = objective.instance.student_relations[ablated["ir_levels"][0]]
+        assert module.filter_mode == "none" and not hasattr(module, "gate_q")
+    if name == "ir_reference_filter":
+        module = objective.instance.student_relations[ablated["ir_levels"][0]]
+        assert module.filter_mode == "reference"
+    if name == "ir_matrix":
+        assert objective.instance.relation_adapters is None
+    if name == "pr_only":
+        assert objective.instance is None
+
+
+def test_reference_preset_has_the_authors_constants(quick_data, teacher_run):
+    teacher, _ = teacher_run
+    ref = resolve_distill(
+        {"method": "drkd", "teacher": str(teacher), "preset": "reference"}, ["P2", "P3", "P4", "P5", "P6"]
+    )
+    assert (ref["pr_weight"], ref["ir_weight"], ref["ins_weight"]) == (1e-3, 4e-3, 2.4e-3)
+    assert ref["pr_levels"] == ["P2", "P3", "P4", "P5", "P6"] and ref["ir_levels"] == ["P2", "P3"]
+    assert [ref["nodes"][lv] for lv in ref["pr_levels"]] == [64, 64, 256, 256, 256]
+    assert ref["roi_size"] == 3 and ref["norm"] == "frobenius" and ref["glore_normalize"] is False
+    assert ref["relation_filter"] == "reference" and ref["ir_target"] == "features"
+    assert ref["relation_scale"] is False
+    assert {k: REFERENCE[k] for k in ("pr_weight", "ir_weight", "ins_weight")} == {
+        "pr_weight": 0.001,
+        "ir_weight": 0.004,
+        "ins_weight": 0.0024,
+    }
+
+
+def test_distill_section_errors_are_clear(quick_data, teacher_run, tmp_path):
+    teacher, family = teacher_run
+    with pytest.raises(UserError, match="unknown key 'relation_filtr' \\(did you mean 'relation_filter'\\?\\)"):
+        _student_cfg(quick_data, teacher, family, relation_filtr="none")
+    with pytest.raises(UserError, match="needs a teacher"):
+        load_config(data={"distill": {"method": "drkd"}})
+    with pytest.raises(UserError, match=r"distill.ir_levels: \['P9'\] are not levels of this detector"):
+        _student_cfg(quick_data, teacher, family, ir_levels=["P9"])
+    other = "retinanet" if family == "faster_rcnn" else "faster_rcnn"
+    cfg = _student_cfg(quick_data, teacher, other)
+    cfg.model.num_classes = 9
+    with pytest.raises(UserError, match="must be of the same family"):
+        build_distiller(build_detector(cfg.model), cfg.distill, cfg.model, torch.device("cpu"))
+    cfg = _student_cfg(quick_data, teacher, family)
+    cfg.model.num_classes, cfg.model.min_size = 9, 144
+    with pytest.raises(UserError, match="min_size: student 144 vs teacher 128"):
+        build_distiller(build_detector(cfg.model), cfg.distill, cfg.model, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def drkd_run(quick_data, teacher_run, tmp_path_factory):
+    teacher, family = teacher_run
+    cfg = load_config(
+        data=tiny(
+            quick_data,
+            model=_model(family, "resnet10", 32),
+            optim={"lr": 0.01, "warmup_iters": 5},
+            train={"iterations": 40, "batch_size": 4, "checkpoint_every": 20, "eval_split": "val"},
+            distill={"method": "drkd", "teacher": str(teacher)},
+        )
+    )
+    out = tmp_path_factory.mktemp("drkd") / family
+    return out, cfg
+
+
+def test_short_training_lowers_every_distillation_term_and_exports_a_plain_student(drkd_run):
+    out, cfg = drkd_run
+    manifest = train(cfg, out, quiet=True)
+    assert manifest["status"] == "finished" and manifest["formula"].startswith("L = L_det + ")
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    for term in ("loss_pr", "loss_ir", "loss_ins"):
+        first = sum(r[term] for r in rows[:8]) / 8
+        last = sum(r[term] for r in rows[-8:]) / 8
+        assert last < first, f"{term}: {first:.4f} -> {last:.4f}"
+    # the checkpoint holds student + distillation modules, never the teacher
+    keys = load_file(str(latest_checkpoint(out / "checkpoints").path / "model.safetensors")).keys()
+    assert any(k.startswith("pixel.") for k in keys) and any(k.startswith("instance.") for k in keys)
+    assert not any(k.startswith("teacher.") for k in keys)
+    # the export is the plain detector
+    exported = load_file(str(out / "export" / "student.safetensors"))
+    assert set(exported) == set(build_detector(load_config(out / "config.yaml").model).state_dict())
+    assert json.loads((out / "eval" / "val" / "metrics.json").read_text())["AP"] >= 0
+
+
+def test_feature_imitation_method(quick_data, teacher_run, tmp_path):
+    teacher, family = teacher_run
+    cfg = load_config(
+        data=tiny(
+            quick_data,
+            model=_model(family, "resnet10", 32),
+            train={"iterations": 3, "eval_split": "none"},
+            distill={"method": "feature_imitation", "teacher": str(teacher)},
+        )
+    )
+    manifest = train(cfg, tmp_path / "fi", quiet=True)
+    assert manifest["formula"] == "L = L_det + 1·L_FI"
+    row = json.loads((tmp_path / "fi" / "metrics.jsonl").read_text().splitlines()[0])
+    assert "loss_fi" in row and "loss_pr" not in row
+
+
+def test_teacher_from_a_weights_file(quick_data, teacher_run):
+    teacher, family = teacher_run
+    info = json.loads((teacher / "export" / "student.json").read_text())
+    cfg = _student_cfg(quick_data, teacher / "export" / "student.safetensors", family, teacher_model=info["detector"])
+    cfg.model.num_classes = 9
+    objective = build_distiller(build_detector(cfg.model), cfg.distill, cfg.model, torch.device("cpu"))
+    reference = load_file(str(teacher / "export" / "student.safetensors"))
+    assert torch.equal(
+        objective.teacher.state_dict()["backbone.body.conv1.weight"], reference["backbone.body.conv1.weight"]
+    )
+    with pytest.raises(UserError, match="needs its architecture"):
+        build_distiller(
+            build_detector(cfg.model), {**cfg.distill, "teacher_model": None}, cfg.model, torch.device("cpu")
+        )
+
+
+def test_inspection_api_for_teacher_drkd_and_baseline_students(quick_data, teacher_run, drkd_run):
+    from drkd_viz.distill.inspection import RelationUnits, inspect_image
+    from drkd_viz.models.weights import load_exported_detector
+
+    out, cfg = drkd_run
+    if not (out / "export").is_dir():
+        train(cfg, out, quiet=True)
+    teacher_dir, _ = teacher_run
+    ds = CocoDetection.from_split(quick_data, "val")
+    image, target = ds[0]
+    boxes = target["boxes"]
+    teacher, _ = load_exported_detector(teacher_dir)
+    student, _ = load_exported_detector(out)
+    baseline = build_detector(load_config(out / "config.yaml").model)  # an untrained stand-in for a baseline
+    t_units, s_units = RelationUnits.from_run(out, "teacher"), RelationUnits.from_run(out, "student")
+    views = {
+        "teacher": inspect_image(teacher, image, boxes, t_units),
+        "drkd": inspect_image(student, image, boxes, s_units),
+        "baseline": inspect_image(baseline, image, boxes, s_units),
+    }
+    settings = cfg.distill
+    for view in views.values():
+        assert view.image_size == tuple(image.shape[-2:]) and "units of" in view.units
+        for lv in settings["pr_levels"]:
+            level = view.levels[lv]
+            m = settings["nodes"][lv]
+            assert level.relation.shape == level.feature.shape
+            assert level.projection.shape == (m, *level.feature.shape[-2:])
+            assert level.nodes.shape == (2 * m, m) and level.node_mixing.shape == (m, m)
+        for lv in settings["ir_levels"]:
+            inst = view.instances[lv]
+            n = len(boxes)
+            assert inst.matrix.shape == (n, n) and inst.filter.shape == (n, n)
+            assert torch.allclose(inst.matrix.sum(1), torch.ones(n), atol=1e-5)
+            assert torch.equal(inst.boxes, boxes)
+        assert set(view.detections) == {"boxes", "scores", "labels"}
+    # the DRKD student and the baseline are seen through the same units: only their features differ
+    lv = settings["pr_levels"][0]
+    assert views["drkd"].units == views["baseline"].units
+    assert not torch.equal(views["drkd"].levels[lv].relation, views["baseline"].levels[lv].relation)
+    with pytest.raises(UserError, match="is not a DRKD run"):
+        RelationUnits.from_run(teacher_dir)
