@@ -172,6 +172,22 @@ def models(
 
 
 @app.command()
+def pipeline(
+    preset: Annotated[str, typer.Option(help="'quick' (~2 min, tests), 'demo' (the embedded default) or 'study'.")],
+    out: Annotated[Path, typer.Option(help="Runs folder: data, teacher, students, report.")] = Path("runs/pipeline"),
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Data, teacher, baseline / feature-imitation / DRKD students, test evaluation and a report (cached)."""
+    from drkd_viz.experiments.pipeline import run_pipeline
+
+    started = time.perf_counter()
+    run_pipeline(preset, out, quiet=quiet)
+    report = out / "report" / "report.md"
+    typer.echo(report.read_text())
+    typer.echo(f"report: {report} ({time.perf_counter() - started:.1f} s)")
+
+
+@app.command()
 def demo(
     runs: Annotated[Path, typer.Option(help="Runs folder; the demo lives in RUNS/<preset>/.")] = Path("runs"),
     preset: Annotated[

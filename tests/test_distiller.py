@@ -92,7 +92,7 @@ def test_every_term_is_added_and_the_teacher_is_frozen(quick_data, teacher_run):
         optimizer.step()
     for k, v in objective.teacher.state_dict().items():
         assert torch.equal(v, teacher_before[k]), k  # weights and BatchNorm statistics unchanged
-    assert objective.formula() == "L = L_det + 1·L_PR + 1·L_IR + 1·L_INS"
+    assert objective.formula() == "L = L_det + 0.07·L_PR + 0.2·L_IR + 0.2·L_INS"
     assert {"pr_" + lv for lv in objective.settings["pr_levels"]} <= set(objective.metrics())
 
 
@@ -205,7 +205,7 @@ def test_feature_imitation_method(quick_data, teacher_run, tmp_path):
         )
     )
     manifest = train(cfg, tmp_path / "fi", quiet=True)
-    assert manifest["formula"] == "L = L_det + 1·L_FI"
+    assert manifest["formula"] == "L = L_det + 0.15·L_FI"
     row = json.loads((tmp_path / "fi" / "metrics.jsonl").read_text().splitlines()[0])
     assert "loss_fi" in row and "loss_pr" not in row
 

@@ -165,8 +165,10 @@ def test_run_folder_contents(finished_run):
 
 
 def test_existing_run_is_not_overwritten(finished_run):
+    before = (finished_run / "manifest.json").read_bytes()
     with pytest.raises(Exception, match="already holds a run"):
         train(load_config(finished_run / "config.yaml"), finished_run, quiet=True)
+    assert (finished_run / "manifest.json").read_bytes() == before  # the finished run is left as it was
 
 
 def test_deterministic_rerun_on_cpu(finished_run, quick_data, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from drkd_viz.data.synthetic import (
     CLASSES,
+    MIN_VISIBLE_FRACTION,
     PRESETS,
     SPLITS,
     dataset_statistics,
@@ -52,7 +53,7 @@ def test_quick_preset_structure(quick_data):
             width, height = sizes[ann["image_id"]]
             assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= width and y + h <= height
             assert 0 < ann["area"] <= w * h + 1e-6  # visible pixels fit in the tight box
-            assert ann["visible_fraction"] >= 0.45  # heavily occluded objects are not drawn
+            assert ann["visible_fraction"] >= MIN_VISIBLE_FRACTION  # heavily occluded objects are not drawn
     for name in ("datasheet.md", "size_histogram.png", "examples.png"):
         assert (quick_data / name).stat().st_size > 0
 
@@ -142,3 +143,19 @@ def test_generation_is_cached(quick_data):
     stats = generate_dataset(quick_data, preset="quick", seed=0, progress=False)
     assert time.perf_counter() - started < 1.0
     assert stats["preset"] == "quick"
+
+
+def test_a_dataset_from_an_older_generator_is_redrawn(tmp_path):
+    import shutil
+
+    from drkd_viz.data.synthetic import GENERATOR_VERSION
+
+    root = tmp_path / "old"
+    generate_dataset(root, preset="quick", seed=0, progress=False)
+    stats = json.loads((root / "stats.json").read_text())
+    stats["generator_version"] = GENERATOR_VERSION - 1
+    stats["fingerprint"] = "stale"
+    (root / "stats.json").write_text(json.dumps(stats))
+    shutil.rmtree(root / "test")
+    fresh = generate_dataset(root, preset="quick", seed=0, progress=False)
+    assert fresh["generator_version"] == GENERATOR_VERSION and (root / "test" / "annotations.json").is_file()

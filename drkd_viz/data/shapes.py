@@ -96,7 +96,10 @@ def sample_styles(rng: np.random.Generator, count: int) -> list[ClassStyle]:
     for hue in hues:
         sat, val = rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0)
         colour = hsv_to_rgb(float(hue), sat, val)
-        second = hsv_to_rgb(float((hue + rng.uniform(0.3, 0.7)) % 1.0), rng.uniform(0.2, 1.0), rng.uniform(0.2, 1.0))
+        # the pattern's second colour is a shade of the same hue: classes of one image stay apart in hue
+        second = hsv_to_rgb(
+            float((hue + rng.uniform(-0.06, 0.06)) % 1.0), sat * rng.uniform(0.3, 1.0), val * rng.uniform(0.25, 0.6)
+        )
         styles.append(
             ClassStyle(
                 colour=colour,
@@ -104,7 +107,7 @@ def sample_styles(rng: np.random.Generator, count: int) -> list[ClassStyle]:
                 pattern=str(rng.choice(PATTERNS)),
                 period=float(rng.uniform(3.0, 9.0)),
                 angle=float(rng.uniform(0, math.pi)),
-                aspect=float(np.exp(rng.uniform(-0.45, 0.45))),
+                aspect=float(np.exp(rng.uniform(-0.3, 0.3))),
                 outline=bool(rng.random() < 0.35),
             )
         )
@@ -215,10 +218,12 @@ def render_background(rng: np.random.Generator, height: int, width: int) -> np.n
     alpha = rng.uniform(0.1, 0.45)
     bg = bg * (1 - alpha) + alpha * tint * (0.5 + 0.5 * grad[..., None])
     bg = bg * rng.uniform(0.6, 1.1) + rng.uniform(-0.1, 0.15)
+    # lower the texture's contrast a little: objects stand out, the background still carries detail
+    bg = 0.65 * bg + 0.35 * bg.mean(axis=(0, 1), keepdims=True)
 
     img = Image.fromarray((np.clip(bg, 0, 1) * 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(3, 12))):
+    for _ in range(int(rng.integers(2, 8))):
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         kind = rng.random()
         x, y = rng.uniform(0, width), rng.uniform(0, height)

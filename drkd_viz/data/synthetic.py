@@ -36,10 +36,12 @@ from drkd_viz.data.shapes import CLASSES, render_alpha, render_background, rende
 from drkd_viz.errors import UserError
 from drkd_viz.utils.io import atomic_write_json
 
-GENERATOR_VERSION = 1  # bump when drawing changes: cached datasets are then rebuilt
+GENERATOR_VERSION = 3  # bump when drawing changes: cached datasets are then rebuilt
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SMALL_AREA, MEDIUM_AREA = 32**2, 96**2  # COCO's thresholds on the annotation's area
-MIN_VISIBLE_FRACTION = 0.45  # objects more occluded than this are not drawn at all
+MIN_VISIBLE_FRACTION = 0.6  # objects more occluded than this are not drawn at all
+MAX_ROTATION = math.radians(30)  # shapes stay roughly upright: shape is what tells the classes apart
+MAX_PLACEMENT_OVERLAP = 0.3  # a new object may cover at most this fraction of an earlier one's box
 MIN_VISIBLE_AREA = 20.0  # pixels; anything smaller is not a detectable object
 
 
@@ -54,7 +56,7 @@ class SyntheticPreset:
     # probability of an object being drawn small / medium / large, and the range of
     # sqrt(box area) in pixels for each (the mask's area is smaller than the box's)
     size_mix: tuple[float, float, float] = (0.5, 0.33, 0.17)
-    size_ranges: tuple[tuple[float, float], ...] = ((7.0, 36.0), (36.0, 100.0), (100.0, 180.0))
+    size_ranges: tuple[tuple[float, float], ...] = ((8.0, 36.0), (36.0, 100.0), (100.0, 180.0))
     jpeg_quality: int = 92
 
 
@@ -102,18 +104,23 @@ def draw_image(rng: np.random.Generator, preset: SyntheticPreset) -> DrawnImage:
     # every class present at least once, the rest spread at random: several siblings per class
     assignment = classes + [classes[i] for i in rng.integers(0, n_classes, n_objects - n_classes)]
 
-    # draw order = list order; later objects occlude earlier ones
+    # draw order: larger objects first, so the small ones lie on top and are rarely buried
+    sides = [min(_sample_box_side(rng, preset), 0.8 * min(height, width)) for _ in assignment]
+    order = sorted(range(len(assignment)), key=lambda i: -sides[i])
     layers = []
-    for category in assignment:
+    for category, side in ((assignment[i], sides[i]) for i in order):
         style = styles[category]
-        side = min(_sample_box_side(rng, preset), 0.8 * min(height, width))
         w, h = side * math.sqrt(style.aspect), side / math.sqrt(style.aspect)
-        alpha = render_alpha(category, w, h, float(rng.uniform(0, 2 * math.pi)))
+        alpha = render_alpha(category, w, h, float(rng.uniform(-MAX_ROTATION, MAX_ROTATION)))
         mh, mw = alpha.shape
         if mh >= height or mw >= width:
             continue
-        x0, y0 = int(rng.integers(0, width - mw + 1)), int(rng.integers(0, height - mh + 1))
-        layers.append((category, style, alpha, x0, y0))
+        # a few tries to find a place that does not bury an earlier object (occlusion stays partial)
+        for _ in range(8):
+            x0, y0 = int(rng.integers(0, width - mw + 1)), int(rng.integers(0, height - mh + 1))
+            if all(_covered(x0, y0, mw, mh, other) <= MAX_PLACEMENT_OVERLAP for other in layers):
+                layers.append((category, style, alpha, x0, y0))
+                break
 
     # visibility: coverage of each object left after everything drawn on top of it;
     # heavily occluded objects are removed and visibility recomputed until stable
@@ -159,6 +166,15 @@ def draw_image(rng: np.random.Generator, preset: SyntheticPreset) -> DrawnImage:
         )
     pixels = (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
     return DrawnImage(pixels=pixels, objects=objects)
+
+
+def _covered(x0: int, y0: int, w: int, h: int, other: tuple) -> float:
+    """Fraction of ``other``'s box that a box at (x0, y0, w, h) would cover."""
+    _, _, alpha, ox, oy = other
+    oh, ow = alpha.shape
+    ix = max(0, min(x0 + w, ox + ow) - max(x0, ox))
+    iy = max(0, min(y0 + h, oy + oh) - max(y0, oy))
+    return ix * iy / (ow * oh)
 
 
 def _draw_and_save(job: tuple[int, str, int, str, str]) -> dict:
@@ -220,6 +236,19 @@ def is_complete(out_dir: Path, preset: str, seed: int) -> bool:
         return False
 
 
+def _older_version_of(out: Path, preset: str, seed: int) -> bool:
+    """True if ``out`` holds this (preset, seed) drawn by an older generator: safe to redraw."""
+    try:
+        stats = json.loads((out / "stats.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (
+        stats.get("preset") == preset
+        and stats.get("seed") == seed
+        and stats.get("generator_version") != GENERATOR_VERSION
+    )
+
+
 def generate_dataset(
     out_dir: str | os.PathLike,
     preset: str = "demo",
@@ -239,7 +268,7 @@ def generate_dataset(
     out = Path(out_dir)
     if is_complete(out, preset, seed) and not overwrite:
         return json.loads((out / "stats.json").read_text())
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    if out.exists() and any(out.iterdir()) and not overwrite and not _older_version_of(out, preset, seed):
         raise UserError(
             f"{out} exists and does not hold the {preset!r} dataset with seed {seed}; "
             "choose another --out or pass --overwrite"

@@ -8,10 +8,11 @@ Every switch left out takes its value from the preset:
 * ``default`` — ours; each deviation and why:
     - ``norm: mse`` and ``glore_normalize: true``: loss values no longer scale with batch, channels and
       image size, so one weight fits a laptop run and a COCO run (Frobenius norms grow with √elements);
-    - λ values re-derived for the mse scale (see DEFAULT_WEIGHTS): each term starts at a few per cent of
-      the detection loss (measured; README table);
-    - graph nodes shrink with the level (P2 64 … P5+ 8): at 256 px inputs P5 has 8x10 pixels, 256 nodes
-      would outnumber them;
+    - λ values re-derived for the mse scale (see DEFAULT_WEIGHTS): each term starts at about half the
+      detection loss (measured with bench/drkd_loss_scales.py);
+    - graph nodes shrink with the level (P2/P3 32, P4 16, P5+ 8): at 256 px inputs P5 has 8x10 pixels,
+      256 nodes would outnumber them; and 64 nodes on P2 made a DRKD step cost 1.23x (student step +
+      teacher forward), 32 nodes 1.10x (bench/drkd_overhead.py);
     - ``relation_filter: learned``: the authors' filter is random and never trained (spec §4);
     - ``relation_scale: true``: θ·φ divided by √d, otherwise the softmax over C·9/2-dim dot products
       saturates to one-hot at initialisation;
@@ -67,10 +68,13 @@ REFERENCE = {
     "relation_scale": False,
     "norm": "frobenius",
 }
-DEFAULT_WEIGHTS = {"pr_weight": 1.0, "ir_weight": 1.0, "ins_weight": 1.0, "fi_weight": 1.0}
+# Each weighted term starts at about half the detection loss on the demo teacher/student pairs of both
+# families. Measured with λ = 1 by bench/drkd_loss_scales.py (start of a 100-iteration run, term / L_det):
+# L_PR 6.7–6.9, L_IR 2.1–2.5, L_INS 2.0–2.4; L_FI 3.5 (Faster R-CNN).
+DEFAULT_WEIGHTS = {"pr_weight": 0.07, "ir_weight": 0.2, "ins_weight": 0.2, "fi_weight": 0.15}
 DEFAULT = {
     **DEFAULT_WEIGHTS,
-    "nodes": {"P2": 64, "P3": 32, "P4": 16, "P5": 8, "P6": 8, "P7": 8},
+    "nodes": {"P2": 32, "P3": 32, "P4": 16, "P5": 8, "P6": 8, "P7": 8},
     "glore_normalize": True,
     "roi_size": 3,
     "relation_filter": "learned",

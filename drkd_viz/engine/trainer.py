@@ -60,25 +60,30 @@ def architecture(cfg: RunConfig) -> dict[str, Any]:
 
 
 def _prepare_run_folder(run: RunFolder, cfg: RunConfig, resume: bool, info: DistInfo) -> None:
+    """Rank 0 checks the folder and writes the resolved config; every rank learns the outcome
+    (so a refusal stops all processes instead of leaving the others waiting)."""
+    problem = None
     if info.is_main:
         if run.manifest.is_file() and not resume:
             status = run.read_manifest().get("status")
-            raise UserError(
+            problem = (
                 f"{run.path} already holds a run (status: {status}); pass --resume to continue it, "
                 "or choose another --out"
             )
-        if resume and run.config.is_file():
+        elif resume and run.config.is_file():
             from drkd_viz.engine.config import load_config
 
-            previous = load_config(run.config)
-            if architecture(previous) != architecture(cfg):
-                raise UserError(
+            if architecture(load_config(run.config)) != architecture(cfg):
+                problem = (
                     f"--resume: the config differs from the one {run.path} was started with "
                     f"(model or distill section); resume with {run.config}"
                 )
-        run.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.config, dump_config(cfg))
-    barrier(info)
+        if problem is None:
+            run.path.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run.config, dump_config(cfg))
+    problem = broadcast_object(info, problem)
+    if problem:
+        raise UserError(problem)
 
 
 def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
@@ -91,6 +96,7 @@ def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: b
         torch.set_num_threads(cfg.train.threads)
     run = RunFolder(Path(out))
     started = time.time()
+    owns_run = False
     try:
         # ---- data (generate the embedded dataset once, on rank 0) -------------------------------------
         if info.is_main:
@@ -106,6 +112,7 @@ def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: b
                 "remove model.num_classes to take it from the data"
             )
         _prepare_run_folder(run, cfg, resume, info)
+        owns_run = True  # from here on, a failure is recorded in this run's manifest
         if info.is_main:
             run.update_manifest(
                 name=cfg.name,
@@ -256,11 +263,11 @@ def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: b
     except TrainingDiverged:
         raise
     except KeyboardInterrupt:
-        if info.is_main and run.manifest.is_file():
+        if info.is_main and owns_run:
             run.update_manifest(status="interrupted", previous_wall_seconds=_wall(run, started))
         raise
     except BaseException as exc:
-        if info.is_main and run.manifest.is_file():
+        if info.is_main and owns_run:
             run.update_manifest(
                 status="failed", error=f"{type(exc).__name__}: {exc}", previous_wall_seconds=_wall(run, started)
             )

@@ -1,0 +1,242 @@
+"""One command from nothing to a report: data, teacher, baseline / feature-imitation / DRKD students
+(and ablations, over seeds), test-split evaluation, report.
+
+    drkd-viz pipeline --preset quick|demo|study --out RUNS_DIR
+
+Runs are cached: each run folder records the hash of its resolved config (``pipeline.json``); a
+finished run with the same hash is reused, an interrupted one resumed, a run whose config changed
+is moved to ``RUNS_DIR/.stale/`` (never deleted) and trained again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from drkd_viz.engine.config import RunConfig, dump_config, load_config
+from drkd_viz.engine.runs import RunFolder
+from drkd_viz.errors import UserError
+from drkd_viz.utils.io import atomic_write_json
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass(frozen=True)
+class PipelinePreset:
+    name: str
+    dataset: str  # embedded dataset preset
+    family: str
+    teacher: dict[str, Any]  # run-config sections (merged over the base config)
+    student: dict[str, Any]
+    methods: tuple[str, ...]  # "baseline", "feature_imitation", "drkd" or an ablation name
+    seeds: tuple[int, ...]
+    ablation_seeds: tuple[int, ...] = ()
+    base: str | None = None  # configs/<base>/{teacher,student}_<family>.yaml, or inline only
+    notes: str = ""
+
+
+_TINY_MODEL = {
+    "min_size": 160,
+    "max_size": 200,
+    "rpn_pre_nms_top_n_train": 300,
+    "rpn_post_nms_top_n_train": 150,
+    "rpn_pre_nms_top_n_test": 150,
+    "rpn_post_nms_top_n_test": 100,
+    "box_batch_size_per_image": 64,
+}
+
+PRESETS: dict[str, PipelinePreset] = {
+    "quick": PipelinePreset(
+        name="quick",
+        dataset="quick",
+        family="faster_rcnn",
+        teacher={
+            "model": {"backbone": "resnet18", "fpn_channels": 48, "box_head_width": 96, **_TINY_MODEL},
+            "optim": {"lr": 0.02, "warmup_iters": 10},
+            "train": {"iterations": 60, "batch_size": 4, "checkpoint_every": 30, "threads": 2},
+        },
+        student={
+            "model": {"backbone": "resnet10", "fpn_channels": 32, "box_head_width": 64, **_TINY_MODEL},
+            "optim": {"lr": 0.02, "warmup_iters": 10},
+            "train": {"iterations": 40, "batch_size": 4, "checkpoint_every": 20, "threads": 2},
+        },
+        methods=("baseline", "feature_imitation", "drkd"),
+        seeds=(0,),
+        notes="tiny budgets for tests, notebooks' fast mode and app tests; the numbers are not meaningful",
+    ),
+    "demo": PipelinePreset(
+        name="demo",
+        dataset="demo",
+        family="faster_rcnn",
+        base="demo",
+        teacher={"train": {"iterations": 300}},
+        student={"train": {"iterations": 150}},
+        methods=("baseline", "feature_imitation", "drkd"),
+        seeds=(0,),
+        notes="the embedded default: one seed of each method",
+    ),
+    "study": PipelinePreset(
+        name="study",
+        dataset="demo",
+        family="faster_rcnn",
+        base="demo",
+        teacher={"train": {"iterations": 1500}},
+        student={"train": {"iterations": 600}},
+        methods=(
+            "baseline",
+            "feature_imitation",
+            "drkd",
+            "pr_only",
+            "ir_only",
+            "ir_no_filter",
+            "ir_reference_filter",
+            "ir_matrix",
+        ),
+        seeds=(0, 1, 2),
+        ablation_seeds=(0,),
+        notes="three seeds of the comparison, one of each ablation",
+    ),
+}
+
+
+@dataclass
+class Job:
+    name: str
+    kind: str  # teacher | student
+    method: str  # teacher | baseline | feature_imitation | drkd | <ablation>
+    seed: int
+    config: RunConfig
+    folder: Path
+    key: str = ""
+    status: str = "pending"  # cached | resumed | trained
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _base_section(preset: PipelinePreset, role: str) -> dict:
+    if preset.base is None:
+        return {"model": {"family": preset.family}}
+    path = REPO_CONFIGS / preset.base / f"{role}_{preset.family}.yaml"
+    return yaml.safe_load(path.read_text())
+
+
+def config_key(cfg: RunConfig, runs: Path) -> str:
+    """A hash of what determines a run's result; paths are taken relative to the runs folder, so
+    moving the whole folder keeps every run cached."""
+    text = dump_config(cfg).replace(str(runs.resolve()), "<RUNS>")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def plan(preset: PipelinePreset, runs: Path) -> list[Job]:
+    runs = runs.resolve()
+    data = {"data": {"root": str(runs / "data"), "preset": preset.dataset}}
+    teacher_dir = runs / "teacher"
+    teacher_raw = _merge(_merge(_base_section(preset, "teacher"), preset.teacher), {**data, "name": "teacher"})
+    teacher_raw["model"]["family"] = preset.family
+    jobs = [
+        Job("teacher", "teacher", "teacher", teacher_raw.get("seed", 0), load_config(data=teacher_raw), teacher_dir)
+    ]
+    from drkd_viz.distill.config import ABLATIONS
+
+    student_base = _merge(_merge(_base_section(preset, "student"), preset.student), data)
+    student_base["model"]["family"] = preset.family
+    for method in preset.methods:
+        seeds = preset.seeds if method in ("baseline", "feature_imitation", "drkd") else preset.ablation_seeds
+        for seed in seeds:
+            raw = _merge(student_base, {"name": f"{method}-s{seed}", "seed": seed})
+            if method == "feature_imitation":
+                raw["distill"] = {"method": "feature_imitation", "teacher": str(teacher_dir)}
+            elif method != "baseline":
+                if method not in ABLATIONS:
+                    raise UserError(
+                        f"unknown method {method!r}; choose baseline, feature_imitation or one of {sorted(ABLATIONS)}"
+                    )
+                raw["distill"] = {"method": "drkd", "teacher": str(teacher_dir), **ABLATIONS[method]}
+            jobs.append(
+                Job(f"{method}-s{seed}", "student", method, seed, load_config(data=raw), runs / f"{method}-s{seed}")
+            )
+    for job in jobs:
+        job.key = config_key(job.config, runs)
+    return jobs
+
+
+def _state(job: Job) -> str:
+    """finished | resumable | stale | new"""
+    marker = job.folder / "pipeline.json"
+    if not job.folder.exists():
+        return "new"
+    recorded = json.loads(marker.read_text()).get("config_key") if marker.is_file() else None
+    if recorded != job.key:
+        return "stale"
+    status = RunFolder(job.folder).read_manifest().get("status")
+    return (
+        "finished"
+        if status == "finished" and (job.folder / "eval" / "test" / "metrics.json").is_file()
+        else "resumable"
+    )
+
+
+def run_job(job: Job, quiet: bool) -> None:
+    from drkd_viz.engine.inference import evaluate_run
+    from drkd_viz.engine.trainer import train
+
+    state = _state(job)
+    if state == "finished":
+        job.status = "cached"
+        return
+    if state == "stale":
+        stale = job.folder.parent / ".stale" / f"{job.folder.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(job.folder), str(stale))
+    started = time.time()
+    job.folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(job.folder / "pipeline.json", {"config_key": job.key, "method": job.method, "seed": job.seed})
+    manifest = RunFolder(job.folder).read_manifest()
+    if manifest.get("status") != "finished":
+        resume = (job.folder / "config.yaml").is_file()
+        train(job.config, job.folder, resume=resume, quiet=quiet)
+        job.status = "resumed" if resume else "trained"
+    else:
+        job.status = "evaluated"
+    if not (job.folder / "eval" / "test" / "metrics.json").is_file():
+        evaluate_run(job.folder, split="test", progress=not quiet)
+    job.seconds = time.time() - started
+
+
+def run_pipeline(preset_name: str, runs: str | os.PathLike, quiet: bool = False) -> dict[str, Any]:
+    """Run (or reuse) every job of a preset and write the report; returns the report dict."""
+    from tqdm.auto import tqdm
+
+    from drkd_viz.engine.data import ensure_embedded_data
+    from drkd_viz.experiments.report import write_report
+
+    if preset_name not in PRESETS:
+        raise UserError(f"unknown pipeline preset {preset_name!r}; choose one of {sorted(PRESETS)}")
+    preset = PRESETS[preset_name]
+    runs = Path(runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    jobs = plan(preset, runs)
+    ensure_embedded_data(jobs[0].config.data, progress=not quiet)
+    bar = tqdm(total=len(jobs), desc=f"pipeline {preset.name}", unit="run", disable=quiet, position=0)
+    for job in jobs:
+        bar.set_postfix_str(job.name)
+        run_job(job, quiet=quiet)
+        bar.update()
+    bar.close()
+    return write_report(preset, jobs, runs, wall_seconds=time.time() - started, progress=not quiet)

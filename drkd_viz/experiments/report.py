@@ -1,0 +1,290 @@
+"""The experiments report: every number comes from the runs' stored test-split evaluations.
+
+RUNS/report/report.json   all numbers (per run and summarised over seeds)
+RUNS/report/report.md     the tables a person reads
+RUNS/report/*.png         AP by size with 95 % intervals, per-class AP, speed vs accuracy
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from drkd_viz.engine.runs import RunFolder, environment_info
+from drkd_viz.evaluation import METRIC_KEYS
+from drkd_viz.experiments.stats import paired_difference, summarize
+from drkd_viz.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+REPORTED = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+ORDER = (
+    "teacher",
+    "baseline",
+    "feature_imitation",
+    "drkd",
+    "pr_only",
+    "ir_only",
+    "ir_no_filter",
+    "ir_reference_filter",
+    "ir_matrix",
+)
+
+
+def model_costs(run_dir: Path, image_size: tuple[int, int], repeats: int = 10) -> dict[str, float]:
+    """Parameters, FLOPs per image and measured CPU inference images/s (batch 1, after warm-up)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from drkd_viz.engine.inference import load_student
+    from drkd_viz.models.factory import count_parameters
+
+    model, _ = load_student(run_dir, "cpu")
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(3, *image_size, generator=g)
+    with torch.no_grad():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model([image])
+        flops = counter.get_total_flops()
+        for _ in range(2):
+            model([image])
+        started = time.perf_counter()
+        for _ in range(repeats):
+            model([image])
+        seconds = (time.perf_counter() - started) / repeats
+    return {"parameters": count_parameters(model), "gflops_per_image": flops / 1e9, "cpu_images_per_s": 1 / seconds}
+
+
+def _metrics(job) -> dict[str, Any]:
+    return json.loads((job.folder / "eval" / "test" / "metrics.json").read_text())
+
+
+def collect(jobs: list, runs: Path) -> dict[str, Any]:
+    groups: dict[str, list] = {}
+    for job in jobs:
+        groups.setdefault(job.method, []).append(job)
+    teacher_ap = {k: _metrics(groups["teacher"][0])[k] for k in REPORTED}
+    baseline = {job.seed: _metrics(job) for job in groups.get("baseline", [])}
+    models: dict[str, Any] = {}
+    for method in sorted(groups, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER)):
+        members = sorted(groups[method], key=lambda j: j.seed)
+        per_seed = {job.seed: _metrics(job) for job in members}
+        entry: dict[str, Any] = {
+            "runs": [str(job.folder.relative_to(runs)) for job in members],
+            "seeds": [job.seed for job in members],
+            "per_seed": {str(s): {k: m[k] for k in METRIC_KEYS} for s, m in per_seed.items()},
+            "summary": {k: summarize([m[k] for m in per_seed.values()]).to_json() for k in REPORTED},
+            "per_class": {
+                name: _mean([m["per_class"][name] for m in per_seed.values()])
+                for name in next(iter(per_seed.values()))["per_class"]
+            },
+            "wall_seconds": sum(RunFolder(j.folder).read_manifest().get("wall_seconds") or 0.0 for j in members),
+        }
+        if method not in ("teacher", "baseline") and baseline:
+            paired = [s for s in per_seed if s in baseline]
+            entry["gain_over_baseline"] = {
+                k: paired_difference([per_seed[s][k] for s in paired], [baseline[s][k] for s in paired]).to_json()
+                for k in REPORTED
+            }
+            entry["gap_closed"] = {}
+            for k in REPORTED:
+                gap = teacher_ap[k] - _mean([baseline[s][k] for s in paired])
+                gain = entry["gain_over_baseline"][k]["mean"]
+                entry["gap_closed"][k] = gain / gap if gap and abs(gap) > 1e-9 else None
+        models[method] = entry
+    return models
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _fmt(summary: dict, scale: float = 100.0) -> str:
+    mean = summary["mean"] * scale
+    if summary["n"] > 1 and summary["ci95"][0] is not None:
+        return f"{mean:.1f} ± {summary['std'] * scale:.1f}"
+    return f"{mean:.1f}"
+
+
+def _ci(summary: dict, scale: float = 100.0) -> str:
+    low, high = summary["ci95"]
+    return "n/a (1 seed)" if low is None else f"[{low * scale:+.1f}, {high * scale:+.1f}]"
+
+
+def markdown(report: dict) -> str:
+    models, costs = report["models"], report["costs"]
+    lines = [
+        f"# drkd_viz experiments report — preset `{report['preset']}`",
+        "",
+        f"Test split of the embedded `{report['dataset']}` dataset, {report['family']}. Seeds {report['seeds']}. "
+        f"Commit `{report['provenance']['git'].get('commit')}`"
+        f"{' (with local changes)' if report['provenance']['git'].get('dirty') else ''}. "
+        f"Pipeline wall time {report['wall_seconds'] / 60:.1f} min. AP in percent (COCO box AP × 100); "
+        "mean ± standard deviation over seeds.",
+        "",
+        "## Accuracy",
+        "",
+        "| model | seeds | " + " | ".join(REPORTED) + " |",
+        "|---|---|" + "---|" * len(REPORTED),
+    ]
+    for method, entry in models.items():
+        lines.append(
+            f"| {method} | {len(entry['seeds'])} | " + " | ".join(_fmt(entry["summary"][k]) for k in REPORTED) + " |"
+        )
+    lines += [
+        "",
+        "## Gains over the baseline student (paired by seed; 95 % interval of the mean gain)",
+        "",
+        "| model | ΔAP | 95 % CI | ΔAP_S | 95 % CI | gap closed (AP) | gap closed (AP_S) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, entry in models.items():
+        if "gain_over_baseline" not in entry:
+            continue
+        g = entry["gain_over_baseline"]
+        closed = entry["gap_closed"]
+        lines.append(
+            f"| {method} | {g['AP']['mean'] * 100:+.1f} | {_ci(g['AP'])} | {g['APs']['mean'] * 100:+.1f} | "
+            f"{_ci(g['APs'])} | {_pct(closed['AP'])} | {_pct(closed['APs'])} |"
+        )
+    lines += [
+        "",
+        "## Cost (CPU, batch 1, measured in this run)",
+        "",
+        "| model | parameters | GFLOPs / image | images / s |",
+        "|---|---|---|---|",
+    ]
+    for role, cost in costs.items():
+        lines.append(
+            f"| {role} | {cost['parameters'] / 1e6:.2f} M | {cost['gflops_per_image']:.2f} | "
+            f"{cost['cpu_images_per_s']:.1f} |"
+        )
+    if "teacher" in costs and "student" in costs:
+        lines.append(
+            f"\nThe student runs {costs['student']['cpu_images_per_s'] / costs['teacher']['cpu_images_per_s']:.2f}× "
+            "faster than the teacher on this CPU."
+        )
+    names = list(next(iter(models.values()))["per_class"])
+    lines += [
+        "",
+        "## Per-class AP (mean over seeds)",
+        "",
+        "| model | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for method, entry in models.items():
+        lines.append(
+            f"| {method} | "
+            + " | ".join("–" if entry["per_class"][n] is None else f"{entry['per_class'][n] * 100:.1f}" for n in names)
+            + " |"
+        )
+    lines += ["", "## Runs", "", "| model | runs | wall time (min) |", "|---|---|---|"]
+    for method, entry in models.items():
+        lines.append(f"| {method} | {', '.join(entry['runs'])} | {entry['wall_seconds'] / 60:.1f} |")
+    lines += [
+        "",
+        "Figures: ![AP by size](ap_by_size.png) ![per-class AP](per_class.png) ![speed vs AP](speed_vs_ap.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value * 100:.0f} %"
+
+
+def figures(report: dict) -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    out = {}
+    models = report["models"]
+    names = list(models)
+    sizes = ("AP", "APs", "APm", "APl")
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        means = [models[name]["summary"][k]["mean"] * 100 for k in sizes]
+        errs = [
+            [
+                (m - (models[name]["summary"][k]["ci95"][0] or models[name]["summary"][k]["mean"]) * 100)
+                for m, k in zip(means, sizes, strict=True)
+            ],
+            [
+                ((models[name]["summary"][k]["ci95"][1] or models[name]["summary"][k]["mean"]) * 100 - m)
+                for m, k in zip(means, sizes, strict=True)
+            ],
+        ]
+        ax.bar([x + i * width for x in range(len(sizes))], means, width, yerr=errs, capsize=2, label=name)
+    ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(sizes))], ["all", "small", "medium", "large"])
+    ax.set_ylabel("box AP (%)")
+    ax.set_title("Test-split AP by object size (error bars: 95 % interval over seeds)")
+    ax.legend(fontsize=7, ncol=3)
+    out["ap_by_size.png"] = _png(fig)
+
+    classes = list(models[names[0]]["per_class"])
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for i, name in enumerate(names):
+        values = [(models[name]["per_class"][c] or 0) * 100 for c in classes]
+        ax.bar([x + i * width for x in range(len(classes))], values, width, label=name)
+    ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(classes))], classes, rotation=30)
+    ax.set_ylabel("AP (%)")
+    ax.set_title("Per-class test AP (mean over seeds)")
+    ax.legend(fontsize=7, ncol=3)
+    out["per_class.png"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, entry in models.items():
+        role = "teacher" if name == "teacher" else "student"
+        speed = report["costs"][role]["cpu_images_per_s"]
+        ax.scatter(speed, entry["summary"]["AP"]["mean"] * 100, label=name)
+    ax.set_xlabel("CPU inference (images / s, batch 1)")
+    ax.set_ylabel("test AP (%)")
+    ax.set_title("Accuracy vs speed")
+    ax.legend(fontsize=7)
+    out["speed_vs_ap.png"] = _png(fig)
+    return out
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_report(preset, jobs: list, runs: Path, wall_seconds: float, progress: bool = True) -> dict[str, Any]:
+    folder = runs / "report"
+    models = collect(jobs, runs)
+    teacher = next(j for j in jobs if j.method == "teacher")
+    student = next(j for j in jobs if j.kind == "student")
+    size = (teacher.config.model.min_size, teacher.config.model.min_size)
+    report = {
+        "preset": preset.name,
+        "dataset": preset.dataset,
+        "family": preset.family,
+        "seeds": list(preset.seeds),
+        "notes": preset.notes,
+        "split": "test",
+        "wall_seconds": wall_seconds,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "provenance": {**environment_info(), "runs": {j.name: {"config_key": j.key, "status": j.status} for j in jobs}},
+        "models": models,
+        "costs": {"teacher": model_costs(teacher.folder, size), "student": model_costs(student.folder, size)},
+    }
+    report["provenance"]["git"] = report["provenance"].get("git", {})
+    atomic_write_json(folder / "report.json", report)
+    atomic_write_text(folder / "report.md", markdown(report))
+    for name, data in figures(report).items():
+        atomic_write_bytes(folder / name, data)
+    return report

@@ -1,0 +1,142 @@
+"""The experiments pipeline (quick preset end to end, caching, stale runs), the report, and a dry run of
+the coco-paper configs on the real mini COCO set."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from drkd_viz.engine.config import load_config
+from drkd_viz.evaluation import evaluate_detections
+from drkd_viz.experiments.pipeline import PRESETS, plan, run_pipeline
+from drkd_viz.experiments.stats import paired_difference, summarize
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_t_intervals():
+    s = summarize([0.30, 0.32, 0.34])
+    assert s.mean == pytest.approx(0.32) and s.std == pytest.approx(0.02)
+    assert (s.high - s.mean) == pytest.approx(4.303 * 0.02 / 3**0.5)
+    one = summarize([0.5])
+    assert one.std == 0.0 and one.to_json()["ci95"] == [None, None]
+    d = paired_difference([0.4, 0.5], [0.3, 0.45])
+    assert d.mean == pytest.approx(0.075)
+
+
+@pytest.fixture(scope="module")
+def quick_pipeline(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("pipeline") / "runs"
+    started = time.time()
+    report = run_pipeline("quick", runs, quiet=True)
+    return runs, report, time.time() - started
+
+
+def test_quick_pipeline_report_schema(quick_pipeline):
+    runs, _report, _seconds = quick_pipeline
+    on_disk = json.loads((runs / "report" / "report.json").read_text())
+    assert on_disk["preset"] == "quick" and on_disk["split"] == "test" and on_disk["seeds"] == [0]
+    assert set(on_disk["models"]) == {"teacher", "baseline", "feature_imitation", "drkd"}
+    for name, entry in on_disk["models"].items():
+        for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+            summary = entry["summary"][key]
+            assert set(summary) == {"n", "mean", "std", "ci95"} and 0.0 <= summary["mean"] <= 1.0
+        assert len(entry["per_class"]) == 8
+        if name not in ("teacher", "baseline"):
+            assert set(entry["gain_over_baseline"]) >= {"AP", "APs"} and "gap_closed" in entry
+    for role in ("teacher", "student"):
+        cost = on_disk["costs"][role]
+        assert cost["parameters"] > 0 and cost["gflops_per_image"] > 0 and cost["cpu_images_per_s"] > 0
+    assert on_disk["costs"]["teacher"]["parameters"] > on_disk["costs"]["student"]["parameters"]
+    assert on_disk["provenance"]["git"]["commit"] is None or len(on_disk["provenance"]["git"]["commit"]) == 40
+    text = (runs / "report" / "report.md").read_text()
+    assert "## Accuracy" in text and "## Gains over the baseline" in text and "faster than the teacher" in text
+    for figure in ("ap_by_size.png", "per_class.png", "speed_vs_ap.png"):
+        assert (runs / "report" / figure).stat().st_size > 5000
+
+
+def test_report_numbers_equal_re_evaluating_the_stored_detections(quick_pipeline):
+    runs, report, _ = quick_pipeline
+    gt = runs / "data" / "test" / "annotations.json"
+    for name, entry in report["models"].items():
+        for run, seed in zip(entry["runs"], entry["seeds"], strict=True):
+            fresh = evaluate_detections(gt, runs / run / "eval" / "test" / "detections.json", backend="pycocotools")
+            stored = entry["per_seed"][str(seed)]
+            assert {k: fresh.stats[k] for k in stored} == stored, name
+        assert entry["summary"]["AP"]["mean"] == pytest.approx(
+            sum(entry["per_seed"][str(s)]["AP"] for s in entry["seeds"]) / len(entry["seeds"])
+        )
+
+
+def test_rerunning_a_finished_pipeline_takes_seconds(quick_pipeline):
+    runs, report, _first = quick_pipeline
+    started = time.time()
+    again = run_pipeline("quick", runs, quiet=True)
+    assert time.time() - started < 20
+    assert all(info["status"] == "cached" for info in again["provenance"]["runs"].values())
+    assert again["models"]["drkd"]["per_seed"] == report["models"]["drkd"]["per_seed"]
+
+
+def test_changed_config_moves_the_old_run_aside(quick_pipeline, monkeypatch):
+    runs, _, _ = quick_pipeline
+    from drkd_viz.experiments import pipeline as module
+
+    jobs = plan(PRESETS["quick"], runs)
+    baseline = next(j for j in jobs if j.method == "baseline")
+    changed = module.PipelinePreset(
+        **{
+            **PRESETS["quick"].__dict__,
+            "student": {**PRESETS["quick"].student, "optim": {"lr": 0.01, "warmup_iters": 10}},
+        }
+    )
+    new_jobs = plan(changed, runs)
+    new_baseline = next(j for j in new_jobs if j.method == "baseline")
+    assert new_baseline.key != baseline.key
+    assert module._state(new_baseline) == "stale"
+
+
+def test_coco_paper_configs_dry_run_on_real_coco(mini_coco, tmp_path):
+    """The paper's configs, pointed at the 158 real val2017 photos with a tiny image size: a teacher and a
+    DRKD student train two iterations each and are evaluated."""
+    from drkd_viz.engine.trainer import train
+
+    data = [
+        f"data.{split}_{kind}={mini_coco / ('images' if kind == 'images' else 'annotations.json')}"
+        for split in ("train", "val", "test")
+        for kind in ("images", "annotations")
+    ]
+    tiny = [
+        "model.min_size=96",
+        "model.max_size=128",
+        "model.rpn_pre_nms_top_n_train=200",
+        "model.rpn_post_nms_top_n_train=100",
+        "model.rpn_pre_nms_top_n_test=100",
+        "model.rpn_post_nms_top_n_test=50",
+        "model.box_batch_size_per_image=64",
+        "model.topk_candidates=100",
+        "train.iterations=2",
+        "train.batch_size=2",
+        "train.checkpoint_every=2",
+        "train.init_weights=null",
+        "data.workers=0",
+        "data.max_eval_images=8",
+        "train.eval_batch_size=4",
+        "optim.amp=false",
+    ]
+    for family in ("faster_rcnn", "retinanet"):
+        teacher = tmp_path / f"teacher_{family}"
+        cfg = load_config(REPO / "configs" / "coco-paper" / f"teacher_{family}.yaml", overrides=data + tiny)
+        assert cfg.model.backbone == "resnet101" and cfg.train.batch_size == 2
+        manifest = train(cfg, teacher, quiet=True)
+        assert manifest["status"] == "finished" and manifest["metrics"]["val"]["AP"] >= 0
+        student = load_config(
+            REPO / "configs" / "coco-paper" / f"drkd_{family}.yaml",
+            overrides=[*data, *tiny, f"distill.teacher={teacher}"],
+        )
+        assert student.distill["preset"] == "reference" and student.distill["pr_weight"] == 1e-3
+        manifest = train(student, tmp_path / f"drkd_{family}", quiet=True)
+        assert manifest["status"] == "finished" and manifest["world_size"] == 1
+        assert json.loads((tmp_path / f"drkd_{family}" / "eval" / "val" / "metrics.json").read_text())["per_class"]
