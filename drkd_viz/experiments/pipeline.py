@@ -228,7 +228,7 @@ def run_pipeline(preset_name: str, runs: str | os.PathLike, quiet: bool = False)
     if preset_name not in PRESETS:
         raise UserError(f"unknown pipeline preset {preset_name!r}; choose one of {sorted(PRESETS)}")
     preset = PRESETS[preset_name]
-    runs = Path(runs)
+    runs = Path(runs).resolve()
     runs.mkdir(parents=True, exist_ok=True)
     started = time.time()
     jobs = plan(preset, runs)
