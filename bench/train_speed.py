@@ -21,13 +21,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+# torchvision's fasterrcnn_resnet50_fpn defaults (frozen BatchNorm, 3 trainable stages, 2000 proposals,
+# 512 sampled RoIs, 1024-wide box head), at the presets' image size
 STOCK = {
     "family": "faster_rcnn",
     "backbone": "resnet50",
     "fpn_channels": 256,
     "box_head_width": 1024,
+    "norm": "frozen_bn",
+    "trainable_backbone_layers": 3,
     "rpn_pre_nms_top_n_train": 2000,
     "rpn_post_nms_top_n_train": 2000,
+    "rpn_pre_nms_top_n_test": 1000,
+    "rpn_post_nms_top_n_test": 1000,
     "box_batch_size_per_image": 512,
 }
 
@@ -35,7 +41,7 @@ STOCK = {
 def presets() -> dict[str, dict]:
     from drkd_viz.engine.config import load_config
 
-    found = {"stock R50 (reference)": {"model": STOCK}}
+    found = {"torchvision R50 defaults": {"model": STOCK}}
     for path in sorted((REPO / "configs" / "demo").glob("*.yaml")):
         cfg = load_config(path)
         if not cfg.distill:
