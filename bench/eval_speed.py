@@ -21,28 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from drkd_viz.evaluation import evaluate_detections  # noqa: E402
-
-
-def jittered_detections(gt: dict, seed: int, false_per_image: int) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    cats = [c["id"] for c in gt["categories"]]
-    dets = []
-    for ann in gt["annotations"]:
-        for _ in range(2):
-            x, y, w, h = ann["bbox"]
-            j = rng.normal(0, 0.12, 4) * [w, h, w, h]
-            cat = ann["category_id"] if rng.random() < 0.8 else int(rng.choice(cats))
-            box = [x + j[0], y + j[1], max(w + j[2], 1.0), max(h + j[3], 1.0)]
-            dets.append({"image_id": ann["image_id"], "category_id": cat, "bbox": box, "score": float(rng.random())})
-    for img in gt["images"]:
-        for _ in range(false_per_image):
-            x, y = rng.uniform(0, img["width"] - 10), rng.uniform(0, img["height"] - 10)
-            box = [x, y, float(rng.uniform(3, 80)), float(rng.uniform(3, 80))]
-            dets.append(
-                {"image_id": img["id"], "category_id": int(rng.choice(cats)), "bbox": box, "score": float(rng.random())}
-            )
-    return dets
+from drkd_viz.evaluation import evaluate_detections, perturbed_detections  # noqa: E402
 
 
 def bench(name: str, gt: dict, dets: list[dict], repeats: int) -> None:
@@ -77,14 +56,14 @@ def main() -> None:
 
     mini = REPO.parent / "shared" / "data" / "coco_val2017_mini" / "annotations.json"
     gt = json.loads(mini.read_text())
-    bench("real COCO val2017 (mini)", gt, jittered_detections(gt, 0, false_per_image=60), args.repeats)
+    bench("real COCO val2017 (mini)", gt, perturbed_detections(gt, 0, false_per_image=60), args.repeats)
 
     from drkd_viz.data.synthetic import generate_dataset
 
     root = args.runs / "demo" / "data"
     generate_dataset(root, preset="demo", seed=0, progress=False)
     gt = json.loads((root / "test" / "annotations.json").read_text())
-    bench("embedded demo test split", gt, jittered_detections(gt, 0, false_per_image=60), args.repeats)
+    bench("embedded demo test split", gt, perturbed_detections(gt, 0, false_per_image=60), args.repeats)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from drkd_viz.errors import DetectionsError
-from drkd_viz.evaluation import METRIC_KEYS, evaluate_detections
+from drkd_viz.evaluation import METRIC_KEYS, evaluate_detections, perturbed_detections
 
 BACKENDS = ["pycocotools", "faster"]
 
@@ -90,41 +90,10 @@ def test_no_detections_scores_zero(backend):
     assert result.stats["AP"] == 0.0 and result.stats["AR100"] == 0.0
 
 
-def _jittered_detections(gt: dict, seed: int, false_per_image: int = 15) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    cats = [c["id"] for c in gt["categories"]]
-    dets = []
-    for ann in gt["annotations"]:
-        for _ in range(2):
-            x, y, w, h = ann["bbox"]
-            j = rng.normal(0, 0.12, 4) * [w, h, w, h]
-            cat = ann["category_id"] if rng.random() < 0.8 else int(rng.choice(cats))
-            dets.append(
-                _det(
-                    ann["image_id"],
-                    [x + j[0], y + j[1], max(w + j[2], 1.0), max(h + j[3], 1.0)],
-                    float(rng.random()),
-                    cat,
-                )
-            )
-    for img in gt["images"]:
-        for _ in range(false_per_image):
-            x, y = rng.uniform(0, img["width"] - 10), rng.uniform(0, img["height"] - 10)
-            dets.append(
-                _det(
-                    img["id"],
-                    [x, y, float(rng.uniform(3, 80)), float(rng.uniform(3, 80))],
-                    float(rng.random()),
-                    int(rng.choice(cats)),
-                )
-            )
-    return dets
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_backends_agree_exactly_on_real_coco(mini_coco, seed):
     gt = json.loads((mini_coco / "annotations.json").read_text())
-    dets = _jittered_detections(gt, seed)
+    dets = perturbed_detections(gt, seed)
     ref = evaluate_detections(gt, dets, backend="pycocotools")
     fast = evaluate_detections(gt, dets, backend="faster")
     assert ref.stats == fast.stats  # bit-identical floats
@@ -147,7 +116,7 @@ def test_backends_agree_exactly_on_real_coco(mini_coco, seed):
 
 def test_backends_agree_exactly_on_embedded_data(quick_data):
     gt_file = quick_data / "test" / "annotations.json"
-    dets = _jittered_detections(json.loads(gt_file.read_text()), seed=3)
+    dets = perturbed_detections(json.loads(gt_file.read_text()), seed=3)
     ref = evaluate_detections(gt_file, dets, backend="pycocotools")
     fast = evaluate_detections(gt_file, dets, backend="faster")
     assert ref.stats == fast.stats and ref.per_class == fast.per_class
@@ -192,7 +161,7 @@ def test_cli_eval_writes_metrics_in_cocoeval_order(tmp_path, mini_coco):
 
     gt = json.loads((mini_coco / "annotations.json").read_text())
     dets_file = tmp_path / "dets.json"
-    dets_file.write_text(json.dumps(_jittered_detections(gt, 5)))
+    dets_file.write_text(json.dumps(perturbed_detections(gt, 5)))
     out = tmp_path / "metrics.json"
     args = ["eval", "--gt", str(mini_coco / "annotations.json"), "--detections", str(dets_file), "--out", str(out)]
     result = CliRunner().invoke(app, [*args, "--backend", "faster"])

@@ -18,7 +18,16 @@ import yaml
 from drkd_viz.models.factory import DetectorConfig
 from drkd_viz.utils.typed_config import ConfigError, from_dict
 
-__all__ = ["ConfigError", "DataConfig", "OptimConfig", "RunConfig", "TrainConfig", "dump_config", "load_config"]
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "dump_config",
+    "load_config",
+    "merge_sections",
+]
 
 
 @dataclass
@@ -135,7 +144,7 @@ def load_config(
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections (data, model, optim, train, …)")
     if data is not None:
-        raw = _merge(raw, data)
+        raw = merge_sections(raw, data)
     for key, value in parse_overrides(overrides):
         _set_path(raw, key, value)
     cfg = from_dict(RunConfig, raw, where=str(path) if path else "config")
@@ -146,10 +155,11 @@ def load_config(
     return cfg
 
 
-def _merge(base: dict, update: dict) -> dict:
+def merge_sections(base: dict, update: dict) -> dict:
+    """``update`` over ``base``, recursively for nested mappings (config sections)."""
     out = dict(base)
     for k, v in update.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_sections(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

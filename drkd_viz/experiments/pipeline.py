@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from drkd_viz.engine.config import RunConfig, dump_config, load_config
+from drkd_viz.distill.config import ABLATIONS
+from drkd_viz.engine.config import RunConfig, dump_config, load_config, merge_sections
 from drkd_viz.engine.runs import RunFolder
 from drkd_viz.errors import UserError
 from drkd_viz.utils.io import atomic_write_json
@@ -90,16 +91,7 @@ PRESETS: dict[str, PipelinePreset] = {
         base="demo",
         teacher={"train": {"iterations": 1500}},
         student={"train": {"iterations": 600}},
-        methods=(
-            "baseline",
-            "feature_imitation",
-            "drkd",
-            "pr_only",
-            "ir_only",
-            "ir_no_filter",
-            "ir_reference_filter",
-            "ir_matrix",
-        ),
+        methods=("baseline", "feature_imitation", *ABLATIONS),  # drkd and every ablation
         seeds=(0, 1, 2),
         ablation_seeds=(0,),
         notes="three seeds of the comparison, one of each ablation",
@@ -121,13 +113,6 @@ class Job:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def _base_section(preset: PipelinePreset, role: str) -> dict:
     if preset.base is None:
         return {"model": {"family": preset.family}}
@@ -146,19 +131,19 @@ def plan(preset: PipelinePreset, runs: Path) -> list[Job]:
     runs = runs.resolve()
     data = {"data": {"root": str(runs / "data"), "preset": preset.dataset}}
     teacher_dir = runs / "teacher"
-    teacher_raw = _merge(_merge(_base_section(preset, "teacher"), preset.teacher), {**data, "name": "teacher"})
+    teacher_raw = merge_sections(
+        merge_sections(_base_section(preset, "teacher"), preset.teacher), {**data, "name": "teacher"}
+    )
     teacher_raw["model"]["family"] = preset.family
     jobs = [
         Job("teacher", "teacher", "teacher", teacher_raw.get("seed", 0), load_config(data=teacher_raw), teacher_dir)
     ]
-    from drkd_viz.distill.config import ABLATIONS
-
-    student_base = _merge(_merge(_base_section(preset, "student"), preset.student), data)
+    student_base = merge_sections(merge_sections(_base_section(preset, "student"), preset.student), data)
     student_base["model"]["family"] = preset.family
     for method in preset.methods:
         seeds = preset.seeds if method in ("baseline", "feature_imitation", "drkd") else preset.ablation_seeds
         for seed in seeds:
-            raw = _merge(student_base, {"name": f"{method}-s{seed}", "seed": seed})
+            raw = merge_sections(student_base, {"name": f"{method}-s{seed}", "seed": seed})
             if method == "feature_imitation":
                 raw["distill"] = {"method": "feature_imitation", "teacher": str(teacher_dir)}
             elif method != "baseline":

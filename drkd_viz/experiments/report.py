@@ -16,23 +16,14 @@ from typing import Any
 
 import torch
 
+from drkd_viz.distill.config import ABLATIONS
 from drkd_viz.engine.runs import RunFolder, environment_info
 from drkd_viz.evaluation import METRIC_KEYS
 from drkd_viz.experiments.stats import paired_difference, summarize
 from drkd_viz.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 REPORTED = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-ORDER = (
-    "teacher",
-    "baseline",
-    "feature_imitation",
-    "drkd",
-    "pr_only",
-    "ir_only",
-    "ir_no_filter",
-    "ir_reference_filter",
-    "ir_matrix",
-)
+ORDER = ("teacher", "baseline", "feature_imitation", *ABLATIONS)  # table order
 
 
 def model_costs(run_dir: Path, image_size: tuple[int, int], repeats: int = 10) -> dict[str, float]:
