@@ -23,6 +23,7 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/eval_speed.py
 	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/drkd_overhead.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
