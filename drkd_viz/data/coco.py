@@ -10,6 +10,8 @@ evaluation reads them from the annotation file, where COCOeval ignores matches t
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,9 +34,6 @@ def coco_from_dict(data: dict) -> COCO:
     """A pycocotools ``COCO`` index over an in-memory dict (no file round trip, no prints)."""
     coco = COCO()
     coco.dataset = data
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco

@@ -140,10 +140,9 @@ def evaluate_run(
 
     model, cfg = load_student(run_dir, device)
     dataset = open_split(cfg.data, split, train=False)
-    result = evaluate_model(
+    return evaluate_model(
         model, dataset, RunFolder(Path(run_dir)).eval_dir(split), torch.device(device), batch_size, progress=progress
     )
-    return result
 
 
 # ---- export ---------------------------------------------------------------------------------------------

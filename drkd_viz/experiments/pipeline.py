@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +109,6 @@ class Job:
     folder: Path
     key: str = ""
     status: str = "pending"  # cached | resumed | trained
-    seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _base_section(preset: PipelinePreset, role: str) -> dict:
@@ -188,7 +186,6 @@ def run_job(job: Job, quiet: bool) -> None:
         stale = job.folder.parent / ".stale" / f"{job.folder.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         stale.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(job.folder), str(stale))
-    started = time.time()
     job.folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(job.folder / "pipeline.json", {"config_key": job.key, "method": job.method, "seed": job.seed})
     manifest = RunFolder(job.folder).read_manifest()
@@ -200,7 +197,6 @@ def run_job(job: Job, quiet: bool) -> None:
         job.status = "evaluated"
     if not (job.folder / "eval" / "test" / "metrics.json").is_file():
         evaluate_run(job.folder, split="test", progress=not quiet)
-    job.seconds = time.time() - started
 
 
 def run_pipeline(preset_name: str, runs: str | os.PathLike, quiet: bool = False) -> dict[str, Any]:
@@ -224,4 +220,4 @@ def run_pipeline(preset_name: str, runs: str | os.PathLike, quiet: bool = False)
         run_job(job, quiet=quiet)
         bar.update()
     bar.close()
-    return write_report(preset, jobs, runs, wall_seconds=time.time() - started, progress=not quiet)
+    return write_report(preset, jobs, runs, wall_seconds=time.time() - started)

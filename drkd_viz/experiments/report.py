@@ -255,7 +255,7 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def write_report(preset, jobs: list, runs: Path, wall_seconds: float, progress: bool = True) -> dict[str, Any]:
+def write_report(preset, jobs: list, runs: Path, wall_seconds: float) -> dict[str, Any]:
     folder = runs / "report"
     models = collect(jobs, runs)
     teacher = next(j for j in jobs if j.method == "teacher")
@@ -274,7 +274,6 @@ def write_report(preset, jobs: list, runs: Path, wall_seconds: float, progress: 
         "models": models,
         "costs": {"teacher": model_costs(teacher.folder, size), "student": model_costs(student.folder, size)},
     }
-    report["provenance"]["git"] = report["provenance"].get("git", {})
     atomic_write_json(folder / "report.json", report)
     atomic_write_text(folder / "report.md", markdown(report))
     for name, data in figures(report).items():

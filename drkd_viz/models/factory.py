@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Literal
 
-import torch
 from torch import nn
 from torchvision.models import mobilenet_v3_large, resnet
 from torchvision.models.detection import FasterRCNN, RetinaNet
@@ -229,8 +228,3 @@ def describe(cfg: DetectorConfig) -> str:
         f"{cfg.family} / {cfg.backbone}-FPN{cfg.fpn_channels}, levels {'-'.join(cfg.levels)}, "
         f"anchors {cfg.resolved_anchor_sizes()}, {count_parameters(model) / 1e6:.2f} M parameters"
     )
-
-
-def dummy_images(batch: int = 2, size: int = 128, seed: int = 0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.rand(3, size, size, generator=g) for _ in range(batch)]
