@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine (Python >= 3.10 is the only prerequisite):
-#   make demo   the main job on the embedded default dataset
+#   make demo   the main job on the embedded default dataset, ending with the dashboard open
+#               (make demo HEADLESS=1 on a server: no browser is opened, the URL is printed)
 #   make test   the test suite (what CI runs)
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ setup:
 	@scripts/setup.sh
 
 demo: setup
-	$(BIN)/drkd-viz demo
+	$(BIN)/drkd-viz demo $(if $(HEADLESS),--headless)
 
 test: setup
 	$(BIN)/ruff check .
@@ -24,6 +25,7 @@ bench: setup
 	$(BIN)/python bench/eval_speed.py
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/drkd_overhead.py
+	$(BIN)/python bench/app_latency.py --runs runs/demo
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

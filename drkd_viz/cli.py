@@ -181,36 +181,79 @@ def pipeline(
     from drkd_viz.experiments.pipeline import run_pipeline
 
     started = time.perf_counter()
+    from drkd_viz.experiments.report import report_folder
+
     run_pipeline(preset, out, quiet=quiet)
-    report = out / "report" / "report.md"
+    report = report_folder(out, preset) / "report.md"
     typer.echo(report.read_text())
     typer.echo(f"report: {report} ({time.perf_counter() - started:.1f} s)")
+
+
+@app.command("app")
+def dashboard(
+    runs: Annotated[
+        Path | None, typer.Option(help="Runs folder to show (default: $DRKD_RUNS, else runs/demo); it may be empty.")
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the dashboard to this machine.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8501,
+) -> None:
+    """Serve the Streamlit dashboard of a runs folder (leaderboard, relations, small objects, attribution)."""
+    from drkd_viz.dashboard import app_environment, check_entry, runs_root, streamlit_command
+
+    root = runs_root(runs)
+    check_entry()
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.secho(f"warning: listening on {host}: anyone who can reach this machine can use the dashboard", err=True)
+    what = "" if (root / "reports").is_dir() else " (no report yet: the dashboard offers to build one)"
+    typer.echo(f"dashboard of {root}{what} at http://{host}:{port}  (Ctrl+C stops it)")
+    command = streamlit_command(host=host, port=port)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # replace this process by the server: signals (Ctrl+C, a test's terminate) reach Streamlit itself
+    os.execve(command[0], command, app_environment(root))
 
 
 @app.command()
 def demo(
     runs: Annotated[Path, typer.Option(help="Runs folder; the demo lives in RUNS/<preset>/.")] = Path("runs"),
     preset: Annotated[
-        str, typer.Option(help="'demo' (the embedded default) or 'quick' (seconds, for tests).")
+        str, typer.Option(help="'demo' (the embedded default, ~15 min on 2 cores) or 'quick' (~2 min, tests).")
     ] = "demo",
-    seed: Annotated[int, typer.Option(help="Dataset seed.")] = 0,
+    app_: Annotated[
+        bool, typer.Option("--app/--no-app", help="Open the dashboard on the runs when the report is ready.")
+    ] = True,
+    headless: Annotated[
+        bool, typer.Option(help="Serve the dashboard without opening a browser (servers; print its URL).")
+    ] = False,
+    port: Annotated[int, typer.Option(help="Dashboard port (127.0.0.1 only).")] = 8501,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """The main job on the embedded default: build the demo dataset if absent and show its statistics."""
-    from drkd_viz.data.synthetic import generate_dataset, is_complete
+    """The main job on the embedded default: data, teacher, baseline / feature-imitation / DRKD students,
+    the test-split report (all cached), then the dashboard on those runs."""
+    from drkd_viz.dashboard import app_environment, check_entry, streamlit_command
+    from drkd_viz.experiments.pipeline import run_pipeline
+    from drkd_viz.experiments.report import report_folder
 
-    root = runs / preset / "data"
-    cached = is_complete(root, preset, seed)
+    out = runs / preset
     started = time.perf_counter()
-    stats = generate_dataset(root, preset=preset, seed=seed, progress=not quiet)
-    verb = "found" if cached else f"generated in {stats['generation_seconds']} s"
-    typer.echo(f"\nEmbedded dataset '{preset}' (seed {seed}) {verb}: {root}")
-    typer.echo(f"classes: {', '.join(stats['classes'])}")
-    _print_stats_table(stats)
+    report = run_pipeline(preset, out, quiet=quiet)
+    folder = report_folder(out, preset)
+    typer.echo((folder / "report.md").read_text())
+    cached = all(info["status"] == "cached" for info in report["provenance"]["runs"].values())
     typer.echo(
-        f"datasheet: {root / 'datasheet.md'}\nsize histogram: {root / 'size_histogram.png'}\n"
-        f"examples: {root / 'examples.png'}\n({time.perf_counter() - started:.1f} s)"
+        f"report: {folder / 'report.md'} ({'all runs cached, ' if cached else ''}"
+        f"{time.perf_counter() - started:.1f} s); dataset sheet: {out / 'data' / 'datasheet.md'}"
     )
+    if not app_:
+        return
+    check_entry()
+    typer.echo(f"dashboard of {out.resolve()} at http://127.0.0.1:{port}  (Ctrl+C stops it)")
+    command = streamlit_command(host="127.0.0.1", port=port, headless=headless)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(command[0], command, app_environment(out.resolve()))
 
 
 def main() -> None:

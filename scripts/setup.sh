@@ -6,8 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
-# Debian packages the test suite needs (none yet; the dashboard's browser tests add chromium).
-SYSTEM_PACKAGES=${SYSTEM_PACKAGES:-}
+# Debian packages the test suite needs: the dashboard's browser tests drive Debian's Chromium through
+# Playwright (pip's playwright package, launched with executable_path=/usr/bin/chromium; never run
+# `playwright install`, which downloads a browser build) and need a font for readable screenshots.
+SYSTEM_PACKAGES=${SYSTEM_PACKAGES:-chromium fonts-liberation}
 
 pick_python() {
   for candidate in "${PYTHON:-}" python3.11 python3.12 python3.10 python3.13 python3; do
@@ -47,4 +49,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -c "import drkd_viz, torch, torchvision" \
     || { echo "error: installation failed; see pip's messages above" >&2; exit 1; }
   echo "$want" > "$stamp"
+fi
+# The browser tests use Debian's Chromium; Playwright only needs its path (no browser download).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo ">> note: chromium is not installed; the dashboard's browser tests will be skipped (run this script as root to install it)" >&2
 fi

@@ -25,3 +25,14 @@ def mini_coco() -> Path:
     if not (MINI_COCO / "annotations.json").is_file():
         pytest.fail(f"the real mini COCO set is expected at {MINI_COCO} (../shared beside the repository)")
     return MINI_COCO
+
+
+@pytest.fixture(scope="session")
+def quick_runs(tmp_path_factory) -> Path:
+    """The ``quick`` experiments pipeline (data, teacher, baseline / feature-imitation / DRKD students,
+    report), built once per test session (~45 s). Tests must not modify it."""
+    from drkd_viz.experiments.pipeline import run_pipeline
+
+    runs = tmp_path_factory.mktemp("pipeline") / "runs"
+    run_pipeline("quick", runs, quiet=True)
+    return runs

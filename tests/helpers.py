@@ -32,3 +32,40 @@ def tiny(root: Path, **sections) -> dict:
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def polling_notebook_client():
+    """nbclient's NotebookClient with a fix for a known hang (jupyter/nbclient#312: a cell that displays
+    ipywidgets sometimes blocks until the cell timeout because the shell reply is waited for in one long
+    blocking poll). We poll the shell channel in short slices instead, as the proposed fix (#311) does."""
+    import asyncio
+    from queue import Empty
+    from time import monotonic
+
+    from nbclient import NotebookClient
+    from nbclient.util import ensure_async
+
+    class PollingNotebookClient(NotebookClient):
+        async def _async_poll_for_reply(self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive):
+            channel = self.kc.shell_channel
+            original = channel.get_msg
+
+            async def get_msg(timeout=None):
+                deadline = None if timeout is None else monotonic() + timeout
+                while True:
+                    try:
+                        return await ensure_async(original(timeout=0.05))
+                    except Empty:
+                        if deadline is not None and monotonic() >= deadline:
+                            raise
+                        await asyncio.sleep(0.01)
+
+            channel.get_msg = get_msg
+            try:
+                return await super()._async_poll_for_reply(
+                    msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive
+                )
+            finally:
+                channel.get_msg = original
+
+    return PollingNotebookClient

@@ -28,16 +28,13 @@ def test_t_intervals():
 
 
 @pytest.fixture(scope="module")
-def quick_pipeline(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("pipeline") / "runs"
-    started = time.time()
-    report = run_pipeline("quick", runs, quiet=True)
-    return runs, report, time.time() - started
+def quick_pipeline(quick_runs):
+    return quick_runs, json.loads((quick_runs / "reports" / "quick" / "report.json").read_text())
 
 
 def test_quick_pipeline_report_schema(quick_pipeline):
-    runs, _report, _seconds = quick_pipeline
-    on_disk = json.loads((runs / "report" / "report.json").read_text())
+    runs, _report = quick_pipeline
+    on_disk = json.loads((runs / "reports" / "quick" / "report.json").read_text())
     assert on_disk["preset"] == "quick" and on_disk["split"] == "test" and on_disk["seeds"] == [0]
     assert set(on_disk["models"]) == {"teacher", "baseline", "feature_imitation", "drkd"}
     for name, entry in on_disk["models"].items():
@@ -52,14 +49,19 @@ def test_quick_pipeline_report_schema(quick_pipeline):
         assert cost["parameters"] > 0 and cost["gflops_per_image"] > 0 and cost["cpu_images_per_s"] > 0
     assert on_disk["costs"]["teacher"]["parameters"] > on_disk["costs"]["student"]["parameters"]
     assert on_disk["provenance"]["git"]["commit"] is None or len(on_disk["provenance"]["git"]["commit"]) == 40
-    text = (runs / "report" / "report.md").read_text()
+    bar = {c["criterion"]: c for c in on_disk["scientific_bar"]}
+    assert len(bar) == 7 and all(c["passed"] in (True, False, None) for c in bar.values())
+    drkd_gain = on_disk["models"]["drkd"]["gain_over_baseline"]["AP"]["mean"]
+    assert bar["DRKD AP ≥ baseline + 1.0 points"]["passed"] == (drkd_gain >= 0.010)
+    assert bar["95 % interval of the DRKD AP gain above 0"]["passed"] is None  # one seed: no interval
+    text = (runs / "reports" / "quick" / "report.md").read_text()
     assert "## Accuracy" in text and "## Gains over the baseline" in text and "faster than the teacher" in text
     for figure in ("ap_by_size.png", "per_class.png", "speed_vs_ap.png"):
-        assert (runs / "report" / figure).stat().st_size > 5000
+        assert (runs / "reports" / "quick" / figure).stat().st_size > 5000
 
 
 def test_report_numbers_equal_re_evaluating_the_stored_detections(quick_pipeline):
-    runs, report, _ = quick_pipeline
+    runs, report = quick_pipeline
     gt = runs / "data" / "test" / "annotations.json"
     for name, entry in report["models"].items():
         for run, seed in zip(entry["runs"], entry["seeds"], strict=True):
@@ -72,7 +74,7 @@ def test_report_numbers_equal_re_evaluating_the_stored_detections(quick_pipeline
 
 
 def test_rerunning_a_finished_pipeline_takes_seconds(quick_pipeline):
-    runs, report, _first = quick_pipeline
+    runs, report = quick_pipeline
     started = time.time()
     again = run_pipeline("quick", runs, quiet=True)
     assert time.time() - started < 20
@@ -81,7 +83,7 @@ def test_rerunning_a_finished_pipeline_takes_seconds(quick_pipeline):
 
 
 def test_changed_config_moves_the_old_run_aside(quick_pipeline, monkeypatch):
-    runs, _, _ = quick_pipeline
+    runs, _ = quick_pipeline
     from drkd_viz.experiments import pipeline as module
 
     jobs = plan(PRESETS["quick"], runs)

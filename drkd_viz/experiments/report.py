@@ -1,8 +1,8 @@
 """The experiments report: every number comes from the runs' stored test-split evaluations.
 
-RUNS/report/report.json   all numbers (per run and summarised over seeds)
-RUNS/report/report.md     the tables a person reads
-RUNS/report/*.png         AP by size with 95 % intervals, per-class AP, speed vs accuracy
+RUNS/reports/PRESET/report.json   all numbers (per run and summarised over seeds)
+RUNS/reports/PRESET/report.md     the tables a person reads
+RUNS/reports/PRESET/*.png         AP by size with 95 % intervals, per-class AP, speed vs accuracy
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,43 @@ def collect(jobs: list, runs: Path) -> dict[str, Any]:
     return models
 
 
+def scientific_bar(models: dict[str, Any], costs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The experiments issue's bar, checked on the measured numbers (not a target: a report says when it
+    is missed). Each check: what it asks, what was measured, and whether it holds."""
+    checks: list[dict[str, Any]] = []
+
+    def check(criterion: str, measured: str, passed: bool | None) -> None:
+        checks.append({"criterion": criterion, "measured": measured, "passed": passed})
+
+    teacher, baseline = models.get("teacher"), models.get("baseline")
+    if teacher and baseline:
+        lead = teacher["summary"]["AP"]["mean"] - baseline["summary"]["AP"]["mean"]
+        check("teacher clearly better than the baseline student (≥ 2 AP points)", f"{lead * 100:+.1f}", lead >= 0.02)
+    if "teacher" in costs and "student" in costs:
+        ratio = costs["student"]["cpu_images_per_s"] / costs["teacher"]["cpu_images_per_s"]
+        check("student ≥ 2× faster than the teacher on CPU", f"{ratio:.2f}×", ratio >= 2.0)
+    drkd = models.get("drkd")
+    if drkd and "gain_over_baseline" in drkd:
+        for key, need in (("AP", 0.010), ("APs", 0.015)):
+            gain = drkd["gain_over_baseline"][key]
+            low = gain["ci95"][0]
+            check(
+                f"DRKD {key} ≥ baseline + {need * 100:.1f} points",
+                f"{gain['mean'] * 100:+.1f}",
+                gain["mean"] >= need,
+            )
+            check(
+                f"95 % interval of the DRKD {key} gain above 0",
+                "n/a (1 seed)" if low is None else f"[{low * 100:+.1f}, {gain['ci95'][1] * 100:+.1f}]",
+                None if low is None else low > 0,
+            )
+    imitation = models.get("feature_imitation")
+    if drkd and imitation:
+        diff = drkd["summary"]["AP"]["mean"] - imitation["summary"]["AP"]["mean"]
+        check("DRKD AP ≥ feature imitation AP", f"{diff * 100:+.1f}", diff >= 0)
+    return checks
+
+
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
@@ -161,6 +199,17 @@ def markdown(report: dict) -> str:
             f"\nThe student runs {costs['student']['cpu_images_per_s'] / costs['teacher']['cpu_images_per_s']:.2f}× "
             "faster than the teacher on this CPU."
         )
+    if report.get("scientific_bar"):
+        lines += [
+            "",
+            "## The experiments issue's bar, checked on these numbers",
+            "",
+            "| criterion | measured | holds |",
+            "|---|---|---|",
+        ]
+        verdict = {True: "yes", False: "**no**", None: "n/a"}
+        for c in report["scientific_bar"]:
+            lines.append(f"| {c['criterion']} | {c['measured']} | {verdict[c['passed']]} |")
     names = list(next(iter(models.values()))["per_class"])
     lines += [
         "",
@@ -255,8 +304,13 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def report_folder(runs: str | os.PathLike, preset: str) -> Path:
+    """Where a preset's report lives: presets share a runs folder (``study`` reuses ``demo``'s runs)."""
+    return Path(runs) / "reports" / preset
+
+
 def write_report(preset, jobs: list, runs: Path, wall_seconds: float) -> dict[str, Any]:
-    folder = runs / "report"
+    folder = report_folder(runs, preset.name)
     models = collect(jobs, runs)
     teacher = next(j for j in jobs if j.method == "teacher")
     student = next(j for j in jobs if j.kind == "student")
@@ -274,6 +328,7 @@ def write_report(preset, jobs: list, runs: Path, wall_seconds: float) -> dict[st
         "models": models,
         "costs": {"teacher": model_costs(teacher.folder, size), "student": model_costs(student.folder, size)},
     }
+    report["scientific_bar"] = scientific_bar(report["models"], report["costs"])
     atomic_write_json(folder / "report.json", report)
     atomic_write_text(folder / "report.md", markdown(report))
     for name, data in figures(report).items():

@@ -1,0 +1,89 @@
+"""Ablations: the `study` preset's runs (DRKD and each ablation against the baseline) as a filterable
+table and charts."""
+
+from __future__ import annotations
+
+import streamlit as st
+from _shared import context, figures, widgets
+
+from drkd_viz import dashboard as db
+from drkd_viz.distill.config import ABLATIONS
+from drkd_viz.viz import ablations as vabl
+
+ctx = context.current()
+st.title("Ablations")
+
+names = [r.preset for r in ctx.reports]
+preset = "study" if "study" in names else ctx.preset
+info = ctx.reports[names.index(preset)]
+report = context._report(ctx.root_key, preset, info.mtime)
+ablations = [m for m in report["models"] if m in ABLATIONS and m != "drkd"]
+if preset != "study":
+    st.info(
+        f"This runs folder has no `study` report; showing `{preset}`. The ablations come with the study preset: "
+        f"`drkd-viz pipeline --preset study --out {ctx.root}` (three seeds of the comparison, one of each ablation; "
+        "hours on a CPU)."
+    )
+st.caption(
+    f"Report `{preset}`, seeds {report['seeds']}. Each ablation switches one part of DRKD off or replaces it "
+    "(`drkd_viz/distill/config.py`). Δ: gain over the baseline student paired by seed, in AP points; an interval "
+    "needs more than one seed."
+)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def table(root: str, preset: str, stamp: float):
+    frame = db.leaderboard(context._report(root, preset, stamp), gain_keys=("AP", "APs", "APm", "APl"))
+    frame.insert(1, "setting", [db.ablation_settings(m) for m in frame["model"]])
+    frame.insert(2, "kind", ["ablation" if m in ABLATIONS and m != "drkd" else "method" for m in frame["model"]])
+    return frame
+
+
+board = table(ctx.root_key, preset, info.mtime)
+left, right = st.columns([1, 3])
+with left:
+    kinds = st.multiselect("Show", ["method", "ablation"], default=["method", "ablation"], key="ablations_kinds")
+    text = st.text_input("Filter by name or setting", "", key="ablations_filter")
+    metric = st.selectbox("Chart", ["ΔAP", "ΔAPs", "ΔAPm", "ΔAPl", "AP", "APs", "APm", "APl"], key="ablations_metric")
+view = board[board["kind"].isin(kinds)]
+if text:
+    mask = view["model"].str.contains(text, case=False, regex=False) | view["setting"].str.contains(
+        text, case=False, regex=False
+    )
+    view = view[mask]
+columns = ["model", "setting", "seeds", "AP", "APs", "APm", "APl"] + [c for c in view.columns if c.startswith("Δ")]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def chart(root: str, preset: str, stamp: float, metric: str, shown: tuple[str, ...]) -> bytes:
+    frame = table(root, preset, stamp)
+    frame = frame[frame["model"].isin(shown) & frame[metric].notna()]
+    gain = metric.startswith("Δ")
+    title = f"{metric}: gain over the baseline" if gain else f"Test {metric}"
+    return widgets.png_of(figures.metric_bars(frame, metric, title, "AP points" if gain else f"{metric} (%)"))
+
+
+with right:
+    if view.empty:
+        st.info("No model matches the filter.")
+        st.stop()
+    if view[metric].isna().all():
+        st.info(f"No {metric} for these models (a gain needs a baseline and a student).")
+    else:
+        png = chart(ctx.root_key, preset, info.mtime, metric, tuple(view["model"]))
+        widgets.show_png(png, f"ablations_{metric}.png", "ablations_chart")
+widgets.show_table(view[columns].round(2), f"ablations_{preset}.csv", "ablations")
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def gains_chart(root: str, preset: str, stamp: float, shown: tuple[str, ...]) -> bytes:
+    frame = table(root, preset, stamp)
+    return widgets.png_of(vabl.plot_ablations(frame[frame["model"].isin(shown)], title=f"report {preset}"))
+
+
+st.subheader("Gains over the baseline, AP and AP_S")
+widgets.show_png(
+    gains_chart(ctx.root_key, preset, info.mtime, tuple(view["model"])), "ablation_gains.png", "ablations_gains"
+)
+if not ablations:
+    st.caption("No ablation runs in this report.")

@@ -1,0 +1,124 @@
+"""Pixel relations: where the FPN feature x and the graph-reasoning unit's relation feature G(x) put their
+energy, for the models side by side; the graph-node explorer; the split-wide foreground contrast."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+from _shared import context, widgets
+
+from drkd_viz.analysis import graph, pixel
+from drkd_viz.analysis.models import ROLE_TITLES
+from drkd_viz.viz import pixel as vpixel
+
+ctx = context.current()
+st.title("Pixel relations")
+st.caption(
+    "Heatmap of a feature: its per-pixel L2 norm over channels, upsampled to the image and divided by its maximum. "
+    "Contrast: mean inside the ground-truth boxes / mean outside (above 1: the map focuses on the objects). The "
+    "teacher is seen through the DRKD run's teacher-side units, every student through the DRKD student's units."
+)
+models = context.models_of(ctx)
+
+left, right = st.columns([1, 2])
+with left:
+    picked = widgets.image_picker(ctx, "pixel")
+    level = st.selectbox("FPN level", models.pixel_levels(), key="pixel_level")
+    roles = st.multiselect(
+        "Models", models.roles, default=[r for r in models.roles if r != "feature_imitation"], key="pixel_roles"
+    )
+    opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="pixel_opacity")
+if picked is None:
+    st.stop()
+if not roles:
+    st.info("Pick at least one model.")
+    st.stop()
+
+
+@st.cache_data(show_spinner="Running the detectors …", max_entries=64)
+def maps(root: str, seed: int, stamp: float, image_key: str, level: str, roles: tuple[str, ...], _picked):
+    return pixel.pixel_maps(context.model_set(root, seed, stamp), _picked.image, _picked.boxes, level, roles)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def maps_png(root, seed, stamp, image_key, level, roles, opacity: float, _picked) -> bytes:
+    computed = maps(root, seed, stamp, image_key, level, roles, _picked)
+    return widgets.png_of(vpixel.plot_pixel_maps(_picked.image, computed, _picked.boxes, opacity=opacity))
+
+
+key = (ctx.root_key, ctx.seed, ctx.stamp, picked.key, level, tuple(roles))
+with right:
+    widgets.show_png(maps_png(*key, opacity, picked), f"pixel_{level}.png", "pixel_maps")
+    computed = maps(*key, picked)
+    if picked.has_truth:
+        table = pd.DataFrame(
+            [
+                {
+                    "model": ROLE_TITLES.get(r, r),
+                    "feature contrast": m.feature_contrast,
+                    "relation contrast": m.relation_contrast,
+                }
+                for r, m in computed.items()
+            ]
+        )
+        widgets.show_table(table.round(3), f"contrast_{level}.csv", "pixel_contrast")
+    else:
+        st.caption("An uploaded image has no ground truth: no contrast to compute.")
+
+st.subheader("Graph-node explorer")
+st.caption(
+    "The unit projects every pixel onto M graph nodes (P = W·x, signed: a pixel can vote against a node). Left: how "
+    "strongly pixels vote into the chosen node; then each pixel's strongest node, the nodes' cosine affinity and "
+    "the learned node mixing."
+)
+
+
+@st.cache_data(show_spinner="Projecting onto the graph …", max_entries=64)
+def view_of(root: str, seed: int, stamp: float, image_key: str, role: str, level: str, _picked):
+    return graph.graph_view(context.model_set(root, seed, stamp), _picked.image, role, level)
+
+
+g1, g2 = st.columns([1, 2])
+with g1:
+    role = st.selectbox("Model", models.roles, format_func=lambda r: ROLE_TITLES.get(r, r), key="pixel_graph_role")
+    view = view_of(ctx.root_key, ctx.seed, ctx.stamp, picked.key, role, level, picked)
+    busiest = int(view.node_shares().argmax())  # start on the node most pixels vote into
+    node = st.slider("Node", 0, view.nodes - 1, busiest, key="pixel_node")
+    shares = pd.DataFrame({"node": range(view.nodes), "share of pixels (arg-max)": view.node_shares()})
+    widgets.show_table(shares.round(3), f"nodes_{role}_{level}.csv", "pixel_nodes", height=220)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def graph_png(root, seed, stamp, image_key, role, level, node: int, _picked) -> bytes:
+    v = view_of(root, seed, stamp, image_key, role, level, _picked)
+    return widgets.png_of(vpixel.plot_graph_view(_picked.image, v, node))
+
+
+with g2:
+    png = graph_png(ctx.root_key, ctx.seed, ctx.stamp, picked.key, role, level, node, picked)
+    widgets.show_png(png, f"graph_{role}_{level}_node{node}.png", "pixel_graph")
+
+st.subheader("Over the test split")
+s1, s2 = st.columns([1, 2])
+with s1:
+    count = st.slider("Images", 5, 100, 20, 5, key="pixel_summary_images")
+    show = st.toggle("Compute the split-wide contrast", value=False, key="pixel_summary")
+
+
+@st.cache_data(show_spinner="Running the detectors over the test split …", max_entries=16)
+def summary(root: str, seed: int, stamp: float, level: str, roles: tuple[str, ...], count: int):
+    models = context.model_set(root, seed, stamp)
+    return pixel.contrast_summary(models, context.test_split(root, stamp), level, max_images=count, roles=roles)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def summary_png(root: str, seed: int, stamp: float, level: str, roles: tuple[str, ...], count: int) -> bytes:
+    return widgets.png_of(vpixel.plot_contrast_summary(summary(root, seed, stamp, level, roles, count)))
+
+
+if show:
+    frame = summary(ctx.root_key, ctx.seed, ctx.stamp, level, tuple(roles), count)
+    with s2:
+        png = summary_png(ctx.root_key, ctx.seed, ctx.stamp, level, tuple(roles), count)
+        widgets.show_png(png, f"contrast_{level}.png", "pixel_summary")
+    widgets.show_table(frame.round(4), f"contrast_summary_{level}.csv", "pixel_summary")

@@ -1,0 +1,90 @@
+"""Runs: training curves of every loss term from the run folders' metrics.jsonl."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+from _shared import context, figures, widgets
+
+from drkd_viz import dashboard as db
+
+ctx = context.current()
+st.title("Runs")
+st.caption(
+    f"Per-iteration training logs (`RUN/metrics.jsonl`) of the run folders in `{ctx.root}`. Distillation terms "
+    "are logged already multiplied by their weights, so their size against the detection loss is what the "
+    "optimiser sees."
+)
+
+NOT_PLOTTED = {"iter", "time", "data_time"}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def metrics(root: str, name: str, mtime: float, size: int):
+    frame = db.read_metrics(db.inside(Path(root), name))
+    frame["detection loss"] = db.detection_loss(frame)
+    return frame
+
+
+folders = db.run_folders(ctx.root)
+if not folders:
+    st.info(f"No run folder with a metrics.jsonl in {ctx.root}.")
+    st.stop()
+
+summary = [db.run_summary(f) for f in folders]
+names = [f.name for f in folders]
+in_report = [rel for entry in ctx.report["models"].values() for rel in entry["runs"]]
+default = [n for n in names if n in in_report and not n.startswith("teacher")] or names
+chosen = st.multiselect("Runs", names, default=default, key="runs_chosen")
+frames = {}
+for name in chosen:
+    path = db.inside(ctx.root, name, "metrics.jsonl")
+    stat = path.stat()
+    frames[name] = metrics(ctx.root_key, name, stat.st_mtime, stat.st_size)
+
+numeric = sorted({c for f in frames.values() for c in f.columns if c not in NOT_PLOTTED and f[c].dtype.kind == "f"})
+preferred = ["loss", "detection loss", *db.DISTILL_TERMS]
+left, right = st.columns([1, 3])
+with left:
+    terms = st.multiselect(
+        "Terms",
+        numeric,
+        default=[t for t in preferred if t in numeric],
+        key="runs_terms",
+        help="loss: the total; detection loss: the detector's own terms summed; loss_pr / loss_ir / loss_ins: "
+        "DRKD's weighted terms; loss_fi: feature imitation; pr_P2 …: unweighted per-level values.",
+    )
+    smooth = st.slider("Smoothing (moving average, iterations)", 1, 50, 5, key="runs_smooth")
+    log_scale = st.toggle("Logarithmic scale", value=False, key="runs_log")
+    ratio = st.toggle("Divide by the detection loss", value=False, key="runs_ratio")
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def curves(root: str, keys: tuple, terms: tuple[str, ...], smooth: int, log_scale: bool, ratio: bool) -> bytes:
+    shown = {}
+    for name, mtime, size in keys:
+        frame = metrics(root, name, mtime, size)
+        if ratio:
+            frame = frame[[t for t in terms if t in frame]].div(frame["detection loss"], axis=0)
+        shown[name] = frame
+    title = (
+        "Training terms"
+        + (" ÷ detection loss" if ratio else "")
+        + (f", {smooth}-iteration average" if smooth > 1 else "")
+    )
+    return widgets.png_of(figures.training_curves(shown, list(terms), smooth, log_scale, title))
+
+
+with right:
+    if chosen and terms:
+        keys = tuple((n, (s := db.inside(ctx.root, n, "metrics.jsonl").stat()).st_mtime, s.st_size) for n in chosen)
+        widgets.show_png(
+            curves(ctx.root_key, keys, tuple(terms), smooth, log_scale, ratio), "training_curves.png", "runs_curves"
+        )
+    else:
+        st.info("Pick at least one run and one term.")
+
+st.subheader("Run folders")
+widgets.show_table(pd.DataFrame(summary).round(2), "runs.csv", "runs_summary")

@@ -1,0 +1,196 @@
+"""Dashboard latency in a real browser: Chromium (Debian's, driven by Playwright) opens each page of
+`drkd-viz app --runs RUNS` and changes its main widget repeatedly.
+
+    python bench/app_latency.py [--runs runs/demo] [--repeats 10] [--screenshots DIR]
+
+Prints per page: the first render (navigation until the page is drawn and its script run has ended;
+the first page that needs the detectors includes loading them), the first widget change (may compute),
+and widget change -> redrawn figure p50 / p95 after warm-up (every value seen once). The redraw signal
+is the figure's <img> getting a new src and finishing loading. tests/test_app_browser.py drives the
+browser with these functions too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROME_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1400, "height": 1800}  # tall: the main pane scrolls inside, full-page shots do not help
+MAIN_IMAGES = '[data-testid="stMain"] [data-testid="stImage"] img'
+# Streamlit marks the app root with the state of the script run ("running", "notRunning", …)
+IDLE = """document.querySelector('[data-testid="stApp"]')?.getAttribute('data-test-script-state') === 'notRunning'"""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    page: str  # url path of the page
+    title: str  # its title, waited for
+    widget: str  # "selectbox" | "slider" | "none"
+    label: str = ""  # the widget's label (a substring is enough)
+    values: tuple[str, ...] = ()  # selectbox: options to alternate between (a label or its leading words)
+    image: int = 0  # index of the main-area figure the widget redraws
+    path: str | None = None  # url path when not the page name (the default page lives at the root)
+
+
+SCENARIOS = (
+    Scenario("overview", "Overview", "selectbox", "Metric", ("APs", "AP"), path=""),
+    Scenario("small_objects", "Small objects", "selectbox", "Object size", ("medium", "small"), image=1),
+    Scenario("pixel_relations", "Pixel relations", "slider", "Overlay opacity"),
+    Scenario("instance_relations", "Instance relations", "selectbox", "Highlight instance", ("#1", "#0")),
+    Scenario("attribution", "Attribution", "selectbox", "Zoom", ("whole image", "3× the box")),
+    Scenario("ablations", "Ablations", "selectbox", "Chart", ("AP", "ΔAP")),
+    Scenario("runs", "Runs", "slider", "Smoothing"),
+)
+BUILD = Scenario("build", "Build runs", "none")
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
+    if path is None:
+        raise SystemExit(
+            "Debian's chromium is needed (apt-get install -y chromium; scripts/setup.sh installs it as root)"
+        )
+    return path
+
+
+def launch(playwright):
+    return playwright.chromium.launch(executable_path=chromium(), args=CHROME_ARGS, headless=True)
+
+
+def _image_src(page, index: int) -> str | None:
+    return page.evaluate(
+        "([sel, i]) => { const im = document.querySelectorAll(sel)[i]; return im ? im.src : null; }",
+        [MAIN_IMAGES, index],
+    )
+
+
+def _wait_image(page, index: int, old: str | None, timeout_ms: float) -> None:
+    page.wait_for_function(
+        """([sel, i, old]) => {
+            const im = document.querySelectorAll(sel)[i];
+            return !!im && im.src !== old && im.complete && im.naturalWidth > 0;
+        }""",
+        arg=[MAIN_IMAGES, index, old],
+        timeout=timeout_ms,
+    )
+
+
+def _check_no_exception(page) -> None:
+    count = page.get_by_test_id("stException").count()
+    if count:
+        raise AssertionError(
+            f"the page shows {count} exception(s): {page.get_by_test_id('stException').first.inner_text()}"
+        )
+
+
+def open_page(page, url: str, scenario: Scenario, timeout_ms: float = 300_000) -> float:
+    """Navigate to a page and wait until its title (and its figure, if it has one) is drawn; seconds."""
+    started = time.perf_counter()
+    page.goto(f"{url}/{scenario.page if scenario.path is None else scenario.path}")
+    page.get_by_role("heading", name=scenario.title).first.wait_for(timeout=timeout_ms)
+    if scenario.widget != "none":
+        _wait_image(page, scenario.image, None, timeout_ms)
+    page.wait_for_function(f"() => {IDLE}", timeout=timeout_ms)  # the script run has ended
+    _check_no_exception(page)
+    return time.perf_counter() - started
+
+
+def change(page, scenario: Scenario, step: int, timeout_ms: float = 300_000) -> float:
+    """Change the scenario's widget (alternating values) and wait for its figure to be redrawn; seconds."""
+    page.wait_for_function(f"() => {IDLE}", timeout=timeout_ms)  # the previous run has ended
+    old = _image_src(page, scenario.image)
+    started = time.perf_counter()
+    if scenario.widget == "selectbox":
+        box = page.get_by_test_id("stSelectbox").filter(has_text=scenario.label).first
+        box.click()
+        value = scenario.values[step % len(scenario.values)]
+        # the option's label, or its first word(s) followed by more ("#1" picks "#1 — small, 120 px²")
+        page.get_by_role("option").filter(has_text=re.compile(rf"^{re.escape(value)}( |$)")).first.click(timeout=30_000)
+    elif scenario.widget == "slider":
+        slider = page.get_by_test_id("stSlider").filter(has_text=scenario.label).first.get_by_role("slider")
+        slider.press("ArrowRight" if step % 2 == 0 else "ArrowLeft")
+    else:
+        raise ValueError(f"scenario {scenario.page} has no widget to change")
+    _wait_image(page, scenario.image, old, timeout_ms)
+    seconds = time.perf_counter() - started
+    _check_no_exception(page)
+    return seconds
+
+
+def settle(page, timeout_ms: float = 300_000) -> None:
+    """Wait until the script run has ended and every figure of the page has loaded (before a screenshot)."""
+    page.wait_for_function(
+        f"""(sel) => {IDLE} &&
+                   Array.from(document.querySelectorAll(sel)).every(im => im.complete && im.naturalWidth > 0)""",
+        arg=MAIN_IMAGES,
+        timeout=timeout_ms,
+    )
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, default=Path("runs/demo"), help="runs folder with a report")
+    parser.add_argument("--repeats", type=int, default=10, help="measured widget changes per page")
+    parser.add_argument("--screenshots", type=Path, default=None, help="save a screenshot of each page here")
+    args = parser.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    from drkd_viz.dashboard import list_reports, serve
+
+    if not list_reports(args.runs.resolve()):
+        raise SystemExit(
+            f"no report in {args.runs}/reports: build one with drkd-viz pipeline --preset demo --out {args.runs}"
+        )
+    log = Path(tempfile.mkdtemp(prefix="drkd-app-bench-")) / "server.log"
+    rows = []
+    with serve(args.runs, log=log) as url, sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport=VIEWPORT)
+        for scenario in SCENARIOS:
+            first = open_page(page, url, scenario)
+            values = max(2, len(scenario.values))
+            cold = change(page, scenario, 0)
+            for step in range(1, values):  # warm-up: every value once
+                change(page, scenario, step)
+            times = [change(page, scenario, step) for step in range(args.repeats)]
+            rows.append((scenario.page, first, cold, statistics.median(times), _percentile(times, 0.95)))
+            if args.screenshots:
+                settle(page)
+                args.screenshots.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(args.screenshots / f"{scenario.page}.png"))
+            print(f"  {scenario.page}: done", file=sys.stderr, flush=True)
+        browser.close()
+    print(f"Dashboard latency in Chromium on {args.runs} ({args.repeats} widget changes per page after warm-up)")
+    print(f"{'page':<20} {'first render':>13} {'first change':>13} {'change p50':>11} {'change p95':>11}")
+    for name, first, cold, p50, p95 in rows:
+        print(f"{name:<20} {first:>11.2f} s {cold:>11.2f} s {p50:>9.2f} s {p95:>9.2f} s")
+    worst = max(r[4] for r in rows)
+    print(f"slowest warm p95: {worst:.2f} s ({'within' if worst <= 1.0 else 'above'} the 1 s target)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Instance relations (the paper's Fig. 2, done better): the N x N relation matrices A of the ground-truth instances
+of one image for the teacher and the students, in one order shared by the matrices and the numbered boxes, and how
+close each student's rows come to the teacher's over the test split, by object size.
+
+    rel = relation_matrices(models, image, boxes, "P2", areas=instance_areas(dataset, i))
+    rel["drkd"].matrix          # N x N, row k: how instance k attends to the others (rows sum to 1)
+    rel["drkd"].order           # indices into ``boxes``: instance k of the matrix is boxes[order[k]]
+    relation_summary(models, dataset, "P2")   # one row per (image, instance, student): L1 and KL to the teacher
+
+Instances are ordered by area, largest first (the paper indexes them by box area). With the annotations' areas
+(``instance_areas``) the order and the small / medium / large buckets are those of COCO's AP_S/M/L; without them,
+the box area is used. The boxes are sorted *before* the relation module sees them, so the matrix is computed in
+the displayed order (the ``reference`` filter draws its random columns in that order too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torchvision.models.detection.transform import resize_boxes
+
+from drkd_viz.analysis.models import ModelSet, image_and_boxes, instance_areas
+from drkd_viz.data.coco import CocoDetection
+from drkd_viz.data.synthetic import size_bucket
+from drkd_viz.distill.instance_relation import boxes_to_rois, level_stride, pool_instances
+from drkd_viz.errors import UserError
+
+KL_EPS = 1e-12  # softmax entries that underflow to 0 would make KL infinite
+
+
+@dataclass
+class InstanceRelations:
+    role: str
+    level: str
+    order: np.ndarray  # int, indices into the boxes given, largest area first
+    boxes: np.ndarray  # N x 4 (x1, y1, x2, y2, image coordinates) in that order
+    areas: np.ndarray  # N, in that order
+    sizes: list[str]  # "small" / "medium" / "large" of each, in that order
+    matrix: np.ndarray  # A: N x N, rows sum to 1
+    filter: np.ndarray | None  # w: N x N relation-filter weights (None: the module has no filter)
+
+
+def box_areas(boxes: np.ndarray | torch.Tensor) -> np.ndarray:
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
+
+
+def area_order(areas: np.ndarray) -> np.ndarray:
+    """Indices that sort ``areas`` largest first (ties keep the given order)."""
+    return np.argsort(-np.asarray(areas, dtype=np.float64), kind="stable")
+
+
+def relation_matrices(
+    models: ModelSet,
+    image: torch.Tensor,
+    boxes: np.ndarray | torch.Tensor,
+    level: str,
+    areas: np.ndarray | None = None,
+    roles: Sequence[str] | None = None,
+) -> dict[str, InstanceRelations]:
+    """Relation matrix and filter of the ground-truth ``boxes`` (N x 4, image coordinates) at ``level`` for each
+    role (default: teacher, baseline, DRKD student), instances ordered by area. ``areas``: the annotations' areas
+    (default: the boxes' areas). One forward per model."""
+    models.check_level(level, "instance")
+    boxes_np = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    areas = box_areas(boxes_np) if areas is None else np.asarray(areas, dtype=np.float64)
+    if len(areas) != len(boxes_np):
+        raise UserError(f"{len(areas)} areas given for {len(boxes_np)} boxes")
+    order = area_order(areas)
+    sorted_boxes, sorted_areas = boxes_np[order], areas[order]
+    sizes = [size_bucket(a) for a in sorted_areas]
+    out = {}
+    for role in models.select(roles):
+        matrix, filt = np.zeros((0, 0)), None
+        if len(order):
+            feats = models.features(role, image)
+            units = models.units[role]
+            # pooled where the detector sees the boxes: in its resized coordinates (spec §1)
+            moved = resize_boxes(torch.as_tensor(sorted_boxes, dtype=torch.float32), feats.image_size, feats.input_size)
+            rois, index = boxes_to_rois([moved])
+            with torch.no_grad():
+                r = pool_instances(feats.features[level], rois, level_stride(level), units.roi_size)
+                # seeded like inspect_image: the ``reference`` filter's random draw is the same on every call
+                rel = units.relations[level](r, index, torch.Generator().manual_seed(0))
+            matrix = rel.matrix.double().numpy()
+            filt = rel.filter.double().numpy() if rel.filter is not None else None
+        out[role] = InstanceRelations(role, level, order, sorted_boxes, sorted_areas, sizes, matrix, filt)
+    return out
+
+
+def row_distances(student: np.ndarray, teacher: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of two N x N relation matrices: L1 distance (0…2) and KL(teacher ‖ student) in nats."""
+    t, s = np.clip(teacher, KL_EPS, None), np.clip(student, KL_EPS, None)
+    return np.abs(student - teacher).sum(1), (t * np.log(t / s)).sum(1)
+
+
+def relation_summary(
+    models: ModelSet,
+    dataset: CocoDetection,
+    level: str,
+    max_images: int = 50,
+    roles: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """How close each student's relation rows come to the teacher's, over the first ``max_images`` images of
+    ``dataset`` with at least two instances (with one, every row is [1]). One row per (image, instance, student):
+    ``image_id``, ``index``, ``ann_id``, ``instance`` (position in the area order), ``n_instances``, ``level``,
+    ``area``, ``size``, ``role``, ``l1`` and ``kl`` (KL(teacher ‖ student) in nats)."""
+    students = [r for r in models.select(roles) if r != "teacher"]
+    rows, used = [], 0
+    for index in range(len(dataset)):
+        if used >= max_images:
+            break
+        image, boxes, _ = image_and_boxes(dataset, index)
+        if len(boxes) < 2:
+            continue
+        used += 1
+        rel = relation_matrices(models, image, boxes, level, instance_areas(dataset, index), ["teacher", *students])
+        image_id = dataset.ids[index]
+        ann_ids = [a["id"] for a in dataset.coco.imgToAnns[image_id] if not a.get("iscrowd", 0)]
+        teacher = rel["teacher"]
+        for role in students:
+            l1, kl = row_distances(rel[role].matrix, teacher.matrix)
+            for k, original in enumerate(teacher.order):
+                rows.append(
+                    {
+                        "image_id": image_id,
+                        "index": index,
+                        "ann_id": ann_ids[original],
+                        "instance": k,
+                        "n_instances": len(boxes),
+                        "level": level,
+                        "area": float(teacher.areas[k]),
+                        "size": teacher.sizes[k],
+                        "role": role,
+                        "l1": float(l1[k]),
+                        "kl": float(kl[k]),
+                    }
+                )
+    columns = ["image_id", "index", "ann_id", "instance", "n_instances", "level", "area", "size", "role", "l1", "kl"]
+    return pd.DataFrame(rows, columns=columns)

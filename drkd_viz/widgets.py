@@ -1,0 +1,173 @@
+"""ipywidgets panels for the notebooks (the dashboard has its own Streamlit pages; the computations
+behind both live in :mod:`drkd_viz.analysis` and :mod:`drkd_viz.experiments`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from drkd_viz.experiments.variants import Variant, train_variant, val_metrics
+
+LEVELS_PR = ("P2", "P3", "P4", "P5", "P6")
+LEVELS_IR = ("P2", "P3")
+
+
+class AblationPanel:
+    """Choose the loss terms, weights, relation filter, L_IR target, levels and budget of a DRKD student;
+    train it against the stored teacher with a live progress bar and compare it on ``val`` with the stored
+    runs and the variants trained so far.
+
+    ``panel.widget`` is what to display; ``panel.controls`` the individual widgets (tests set them);
+    ``panel.train()`` does what the button does; ``panel.table`` holds the comparison as a DataFrame."""
+
+    def __init__(self, runs: str | os.PathLike, preset: str, iterations: int = 60):
+        import ipywidgets as w
+
+        self.runs, self.preset = Path(runs), preset
+        style = {"description_width": "150px"}
+        layout = w.Layout(width="420px")
+        slider = dict(base=10, min=-3, max=0.5, step=0.1, style=style, layout=layout, readout_format=".3g")
+        self.controls: dict[str, Any] = {
+            "method": w.ToggleButtons(
+                options=[("DRKD", "drkd"), ("feature imitation", "feature_imitation"), ("baseline", "baseline")],
+                value="drkd",
+                description="method",
+                style=style,
+            ),
+            "use_pr": w.Checkbox(value=True, description="L_PR: pixel relations", style=style),
+            "pr_weight": w.FloatLogSlider(value=0.07, description="λ_pr", **slider),
+            "use_ir": w.Checkbox(value=True, description="L_IR: instance relations", style=style),
+            "ir_weight": w.FloatLogSlider(value=0.2, description="λ_ir", **slider),
+            "use_ins": w.Checkbox(value=True, description="L_INS: instance features", style=style),
+            "ins_weight": w.FloatLogSlider(value=0.2, description="λ_ins", **slider),
+            "relation_filter": w.Dropdown(
+                options=[
+                    ("learned gate (ours)", "learned"),
+                    ("none", "none"),
+                    ("random, redrawn (authors' code)", "reference"),
+                ],
+                value="learned",
+                description="relation filter",
+                style=style,
+                layout=layout,
+            ),
+            "ir_target": w.Dropdown(
+                options=[("aggregated features z (code)", "features"), ("relation matrix A (paper)", "matrix")],
+                value="features",
+                description="L_IR distils",
+                style=style,
+                layout=layout,
+            ),
+            "pr_levels": w.SelectMultiple(
+                options=LEVELS_PR, value=LEVELS_PR, description="L_PR levels", style=style, rows=5
+            ),
+            "ir_levels": w.SelectMultiple(
+                options=LEVELS_IR, value=LEVELS_IR, description="L_IR / L_INS levels", style=style, rows=2
+            ),
+            "iterations": w.IntSlider(
+                value=iterations, min=1, max=max(600, iterations), step=1, description="iterations", style=style
+            ),
+            "seed": w.IntText(value=0, description="seed", style=style, layout=w.Layout(width="220px")),
+        }
+        self.button = w.Button(description="Train this student", button_style="primary", icon="play")
+        self.button.on_click(lambda _: self.train())
+        self.output = w.Output()
+        self.results = w.Output()
+        self.last: dict[str, Any] | None = None
+        self.table = None
+        self.widget = w.VBox(
+            [
+                w.HBox(
+                    [
+                        w.VBox([self.controls[k] for k in ("method", "use_pr", "pr_weight", "use_ir", "ir_weight")]),
+                        w.VBox([self.controls[k] for k in ("use_ins", "ins_weight", "relation_filter", "ir_target")]),
+                        w.VBox([self.controls[k] for k in ("pr_levels", "ir_levels", "iterations", "seed")]),
+                    ]
+                ),
+                self.button,
+                self.output,
+                self.results,
+            ]
+        )
+        self.refresh()
+
+    def variant(self) -> Variant:
+        """The student the controls describe."""
+        c = {k: v.value for k, v in self.controls.items()}
+        common = {"method": c["method"], "iterations": int(c["iterations"]), "seed": int(c["seed"])}
+        if c["method"] != "drkd":
+            return Variant(**common)
+        return Variant(
+            **common,
+            pr_weight=c["pr_weight"] if c["use_pr"] else 0.0,
+            ir_weight=c["ir_weight"] if c["use_ir"] else 0.0,
+            ins_weight=c["ins_weight"] if c["use_ins"] else 0.0,
+            relation_filter=c["relation_filter"],
+            ir_target=c["ir_target"],
+            pr_levels=list(c["pr_levels"]),
+            ir_levels=list(c["ir_levels"]),
+        )
+
+    def train(self) -> dict[str, Any] | None:
+        """Train (or reuse) the variant the controls describe, then refresh the comparison."""
+        from drkd_viz.errors import UserError
+
+        self.output.clear_output()
+        with self.output:
+            try:
+                self.button.disabled = True
+                self.last = train_variant(self.runs, self.preset, self.variant())
+                how = "reused (already trained)" if self.last["cached"] else "trained"
+                print(
+                    f"{self.last['name']}: {how}; {self.last['formula']}; val AP {100 * self.last['metrics']['AP']:.1f}"
+                )
+            except UserError as exc:
+                print(f"cannot train this variant: {exc}")
+            finally:
+                self.button.disabled = False
+        self.refresh()
+        return self.last
+
+    def refresh(self) -> None:
+        from IPython.display import display
+
+        self.table = val_metrics(self.runs)
+        self.results.clear_output()
+        with self.results:
+            if self.table.empty:
+                print(f"no evaluated runs in {self.runs} yet")
+                return
+            display(self.table.round(2))
+            show_figure(plot_val_comparison(self.table, highlight=self.last["folder"].name if self.last else None))
+
+
+def show_figure(fig) -> None:
+    """Display a figure as a PNG. Inside an ``ipywidgets.Output`` (``interactive``, panels) a PNG image is
+    shown the same way in JupyterLab, and headless runs (nbclient) do not stall on large figure objects."""
+    from IPython.display import Image, display
+
+    from drkd_viz.viz.common import figure_png
+
+    display(Image(figure_png(fig)))
+
+
+def plot_val_comparison(table, highlight: str | None = None):
+    """Bar chart of val AP and AP_S per run (the highlighted run in a darker colour)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 0.45 * len(table) + 1.2), layout="constrained")
+    ax = fig.subplots()
+    y = range(len(table))
+    names = [f"{r.run} ({r.iterations} it)" for r in table.itertuples()]
+    ax.barh([i + 0.2 for i in y], table["AP"], height=0.4, color="#4c72b0", label="AP")
+    ax.barh([i - 0.2 for i in y], table["APs"], height=0.4, color="#dd8452", label="AP_S (small objects)")
+    ax.set_yticks(list(y), names)
+    for label, run in zip(ax.get_yticklabels(), table["run"], strict=True):
+        if highlight and run.endswith(highlight):
+            label.set_fontweight("bold")
+    ax.invert_yaxis()
+    ax.set_xlabel("val AP (%)")
+    ax.set_title("Students and teacher on the val split (your variants are under variants/)")
+    ax.legend(loc="lower right")
+    return fig

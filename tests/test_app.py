@@ -1,0 +1,398 @@
+"""The dashboard in-process (streamlit.testing AppTest): every page renders on the quick runs, its main
+widgets change without an exception, and the expected elements are there; plus the non-UI side
+(drkd_viz.dashboard): paths confined to the runs folder, upload limits, reports, build progress."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from drkd_viz import dashboard as db
+from drkd_viz.cli import app as cli_app
+from drkd_viz.errors import DatasetError, UserError
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app" / "Home.py")
+TIMEOUT = 180  # a cold page loads three detectors and computes maps on a shared 2-core CPU
+
+
+def _app(monkeypatch, runs: Path):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv(db.RUNS_ENV, str(runs))
+    st.cache_data.clear()  # process-global; models (cache_resource) are keyed by runs folder and kept
+    return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+
+def _ok(at) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _texts(at) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title]
+    parts += [w.value for w in at.warning] + [i.value for i in at.info]
+    return "\n".join(str(p) for p in parts)
+
+
+def _images(at) -> int:
+    return len(at.get("image"))
+
+
+@pytest.fixture
+def app(monkeypatch, quick_runs):
+    at = _app(monkeypatch, quick_runs).run()
+    _ok(at)
+    return at
+
+
+# ---------------------------------------------------------------- pages
+def test_overview_leaderboard_and_chart(app):
+    assert app.title[0].value == "Overview"
+    assert len(app.dataframe) == 1
+    board = app.dataframe[0].value
+    assert {"teacher", "baseline", "feature_imitation", "drkd"} <= set(board["model"])
+    assert {"AP", "APs", "APm", "APl", "ΔAP", "gap closed AP (%)", "CPU images / s"} <= set(board.columns)
+    assert "quick" in _texts(app) and "commit" in _texts(app)
+    assert _images(app) == 1
+    app.selectbox(key="overview_metric").select("ΔAPs").run()
+    _ok(app)
+    app.toggle(key="overview_intervals").set_value(True).run()
+    _ok(app)
+    assert "AP CI low" in app.dataframe[0].value.columns
+    app.multiselect(key="overview_models").set_value(["baseline", "drkd"]).run()
+    _ok(app)
+    assert list(app.dataframe[0].value["model"]) == ["baseline", "drkd"]
+    assert [b.label for b in app.get("download_button")] == ["Download CSV", "Download PNG"]
+
+
+def test_sidebar_picks_the_report(app):
+    picker = app.sidebar.selectbox(key="report")
+    assert picker.value == "quick" and len(picker.options) == 1
+    assert "Runs folder" in app.sidebar.caption[0].value
+
+
+def test_runs_page_training_curves(app):
+    app.switch_page("views/runs.py").run()
+    _ok(app)
+    assert app.title[0].value == "Runs"
+    assert _images(app) == 1
+    assert set(app.multiselect(key="runs_chosen").value) == {"baseline-s0", "feature_imitation-s0", "drkd-s0"}
+    app.multiselect(key="runs_terms").set_value(["loss", "loss_pr", "pr_P2"]).run()
+    _ok(app)
+    app.slider(key="runs_smooth").set_value(10).run()
+    app.toggle(key="runs_log").set_value(True).run()
+    app.toggle(key="runs_ratio").set_value(True).run()
+    _ok(app)
+    assert _images(app) == 1
+    runs_table = app.dataframe[0].value
+    assert set(runs_table["run"]) == {"teacher", "baseline-s0", "feature_imitation-s0", "drkd-s0"}
+
+
+def test_ablations_page_without_study_says_so(app):
+    app.switch_page("views/ablations.py").run()
+    _ok(app)
+    assert "no `study` report" in _texts(app)
+    app.selectbox(key="ablations_metric").select("AP").run()
+    _ok(app)
+    app.text_input(key="ablations_filter").input("drkd").run()
+    _ok(app)
+    assert list(app.dataframe[0].value["model"]) == ["drkd"]
+    app.text_input(key="ablations_filter").input("no such model").run()
+    _ok(app)
+    assert "No model matches" in _texts(app)
+
+
+def test_ablations_page_shows_the_study_report(monkeypatch, quick_runs, tmp_path):
+    """A runs folder with a `study` report: the page shows it whatever report the sidebar picked, with the
+    ablations' settings. (The study report is the quick one relabelled: its numbers are the quick runs'.)"""
+    runs = tmp_path / "runs"
+    (runs / "reports" / "study").mkdir(parents=True)
+    report = json.loads((quick_runs / "reports" / "quick" / "report.json").read_text())
+    report["preset"] = "study"
+    report["models"]["ir_only"] = report["models"]["drkd"]
+    (runs / "reports" / "study" / "report.json").write_text(json.dumps(report))
+    shutil.copytree(quick_runs / "reports" / "quick", runs / "reports" / "quick")
+    at = _app(monkeypatch, runs).run()
+    _ok(at)
+    at.switch_page("views/ablations.py").run()
+    _ok(at)
+    table = at.dataframe[0].value
+    assert "ir_only" in set(table["model"]) and "pr_weight = 0.0" in set(table["setting"])
+    at.multiselect(key="ablations_kinds").set_value(["ablation"]).run()
+    _ok(at)
+    assert list(at.dataframe[0].value["model"]) == ["ir_only"]
+    assert _images(at) == 2  # the chosen metric, the AP / AP_S gains
+
+
+def test_small_objects_page(app):
+    app.switch_page("views/small_objects.py").run()
+    _ok(app)
+    assert app.title[0].value == "Small objects"
+    assert _images(app) >= 4  # AP by size, PR curves, per-class gains, found / missed gallery
+    app.selectbox(key="small_area").select("medium").run()
+    _ok(app)
+    app.selectbox(key="small_iou").select("IoU 0.50 (AP50)").run()
+    app.selectbox(key="small_method").select("feature_imitation").run()
+    _ok(app)
+    app.slider(key="small_threshold").set_value(0.05).run()  # the quick models' scores are low
+    app.selectbox(key="small_gallery_size").select("all").run()
+    app.selectbox(key="small_gallery_method").select("feature_imitation").run()
+    _ok(app)
+    text = _texts(app)
+    assert "found by `feature_imitation` and missed by the baseline" in text
+    assert "found by the baseline and missed by `feature_imitation`" in text  # the reverse is shown too
+    has_objects = "small_image" in [w.key for w in app.selectbox]  # the one-image view needs an object
+    assert _images(app) == (5 if has_objects else 4)
+
+
+def test_pixel_relations_page(app):
+    app.switch_page("views/pixel_relations.py").run()
+    _ok(app)
+    assert app.title[0].value == "Pixel relations"
+    assert _images(app) == 2  # maps side by side, graph view
+    contrast = app.dataframe[0].value
+    assert list(contrast["model"]) == ["teacher", "baseline student", "DRKD student"]
+    app.slider(key="pixel_opacity").set_value(0.8).run()
+    app.selectbox(key="pixel_level").select(app.selectbox(key="pixel_level").options[1]).run()
+    _ok(app)
+    app.selectbox(key="pixel_index").select(app.selectbox(key="pixel_index").options[2]).run()
+    app.multiselect(key="pixel_roles").set_value(["teacher", "drkd"]).run()
+    _ok(app)
+    app.selectbox(key="pixel_graph_role").select("drkd").run()
+    app.slider(key="pixel_node").set_value(3).run()
+    _ok(app)
+    app.slider(key="pixel_summary_images").set_value(5).run()
+    app.toggle(key="pixel_summary").set_value(True).run()
+    _ok(app)
+    assert _images(app) == 3
+    summary = app.dataframe[-1].value
+    assert set(summary["role"]) == {"teacher", "drkd"} and summary["index"].nunique() == 5
+
+
+def test_pixel_relations_upload(app):
+    app.switch_page("views/pixel_relations.py").run()
+    app.radio(key="pixel_source").set_value("upload").run()
+    _ok(app)
+    assert "Upload an image" in _texts(app)
+    assert app.get("file_uploader")  # the widget is there (AppTest cannot send a file: tested below)
+
+
+def test_instance_relations_page(app):
+    app.switch_page("views/instance_relations.py").run()
+    _ok(app)
+    assert app.title[0].value == "Instance relations"
+    assert _images(app) == 1
+    pick = app.selectbox(key="instance_pick")
+    assert pick.value == 0 and pick.options[0] == "none"
+    app.selectbox(key="instance_pick").select(None).run()
+    _ok(app)
+    app.selectbox(key="instance_pick").set_value(2).run()
+    _ok(app)
+    row = app.dataframe[0].value
+    assert list(row["model"]) == ["teacher", "baseline student", "DRKD student"]
+    assert row.drop(columns="model").sum(axis=1).tolist() == pytest.approx([1, 1, 1], abs=0.01)  # rows of A sum to 1
+    app.selectbox(key="instance_level").select(app.selectbox(key="instance_level").options[-1]).run()
+    app.selectbox(key="instance_index").select(app.selectbox(key="instance_index").options[3]).run()
+    _ok(app)
+    app.slider(key="instance_summary_images").set_value(5).run()
+    app.toggle(key="instance_summary").set_value(True).run()
+    _ok(app)
+    assert _images(app) == 2
+    by_size = app.dataframe[-1].value
+    assert {"role", "size", "l1 mean", "kl mean"} <= set(by_size.columns)
+
+
+def test_attribution_page(app):
+    app.switch_page("views/attribution.py").run()
+    _ok(app)
+    assert app.title[0].value == "Attribution"
+    assert _images(app) == 1
+    app.radio(key="attr_box_from").set_value("a ground-truth object").run()
+    _ok(app)
+    app.selectbox(key="attr_box").select(1).run()
+    app.selectbox(key="attr_zoom").select("whole image").run()
+    app.slider(key="attr_opacity").set_value(0.3).run()
+    _ok(app)
+    app.multiselect(key="attr_methods").set_value(["integrated_gradients", "gradcam"]).run()
+    app.select_slider(key="attr_steps").set_value(8).run()
+    _ok(app)
+    scores = app.dataframe[0].value
+    assert {"IG sum", "score − score(black)"} <= set(scores.columns) and len(scores) == 3
+    assert _images(app) == 1
+
+
+def test_a_missing_run_is_a_clear_message(monkeypatch, quick_runs, tmp_path):
+    """A report whose DRKD run folder is gone: the pages that need it say which run and how to build it."""
+    runs = tmp_path / "runs"
+    shutil.copytree(quick_runs, runs, ignore=shutil.ignore_patterns("drkd-s0", "checkpoints", "tensorboard"))
+    at = _app(monkeypatch, runs).run()
+    _ok(at)
+    assert any("drkd-s0" in w.value for w in at.sidebar.warning)  # the report's runs no longer match the disk
+    at.switch_page("views/pixel_relations.py").run()
+    assert not at.exception
+    assert "drkd-s0" in at.error[0].value and "drkd-viz pipeline" in at.error[0].value
+
+
+def test_no_runs_offers_to_build(monkeypatch, tmp_path):
+    at = _app(monkeypatch, tmp_path / "empty").run()
+    _ok(at)
+    assert at.title[0].value == "Build runs"
+    assert "no runs to show" in _texts(at).lower()
+    assert [b.label for b in at.button] == ["Build quick", "Build demo"]
+    assert not (tmp_path / "empty").exists()  # looking does not create anything
+
+
+def test_build_from_the_app_shows_progress_then_the_overview(monkeypatch, quick_runs, tmp_path):
+    """Click 'Build quick' on a runs folder whose runs are done but whose report is missing: the real
+    pipeline runs in a child process (cached runs, so only the report is written), the page shows its
+    progress, and the app turns to the Overview when it ends."""
+    runs = tmp_path / "runs"
+    shutil.copytree(quick_runs, runs, ignore=shutil.ignore_patterns("reports", "checkpoints", "tensorboard"))
+    at = _app(monkeypatch, runs).run()
+    _ok(at)
+    at.button(key="build_quick").click().run()
+    _ok(at)
+    assert len(at.get("progress")) == 1
+    build = db.current_build(runs)
+    assert build is not None
+    deadline = time.time() + 300
+    while build.returncode() is None and time.time() < deadline:
+        time.sleep(1)
+    assert build.returncode() == 0, build.log_tail()
+    at.run()
+    at.run()  # the fragment notices the end and reruns the app
+    _ok(at)
+    assert at.title[0].value == "Overview"
+    assert db.build_progress(runs, "quick").fraction == 1.0
+
+
+# ---------------------------------------------------------------- the non-UI side
+def test_paths_stay_inside_the_runs_folder(tmp_path):
+    root = tmp_path / "runs"
+    (root / "a").mkdir(parents=True)
+    assert db.inside(root, "a") == (root / "a").resolve()
+    for escape in ("..", "../x", "/etc/passwd", "a/../../x"):
+        with pytest.raises(UserError, match="only reads inside"):
+            db.inside(root, escape)
+    (root / "link").symlink_to(tmp_path)  # a link out of the folder is refused too
+    with pytest.raises(UserError):
+        db.inside(root, "link", "secret")
+    (tmp_path / "outside" / "reports" / "x").mkdir(parents=True)
+    (tmp_path / "outside" / "reports" / "x" / "report.json").write_text('{"created": "2026"}')
+    (root / "reports").mkdir()
+    (root / "reports" / "evil").symlink_to(tmp_path / "outside" / "reports" / "x")
+    assert db.list_reports(root) == []
+
+
+def test_a_report_cannot_point_outside(quick_runs, tmp_path):
+    report = db.read_report(quick_runs, "quick")
+    for bad in ({"../x": report["models"]["drkd"]}, {"drkd": {**report["models"]["drkd"], "runs": ["../../etc"]}}):
+        with pytest.raises(UserError):
+            db.check_report(quick_runs, {**report, "models": bad})
+
+
+def test_reports_default_to_demo_else_the_newest(tmp_path):
+    for name, mtime in (("quick", 300), ("demo", 100), ("study", 200)):
+        path = tmp_path / "reports" / name / "report.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"created": name}))
+        os.utime(path, (mtime, mtime))
+    reports = db.list_reports(tmp_path)
+    assert [r.preset for r in reports] == ["quick", "study", "demo"]
+    assert db.default_report(reports) == "demo"
+    assert db.default_report(reports[:2]) == "quick"
+    assert db.default_report([]) is None
+    with pytest.raises(UserError, match="no report for preset 'nope'"):
+        db.read_report(tmp_path, "nope")
+
+
+def test_runs_root_resolution(tmp_path, monkeypatch):
+    monkeypatch.setenv(db.RUNS_ENV, str(tmp_path))
+    assert db.runs_root() == tmp_path.resolve()
+    assert db.runs_root(argv=["--runs", str(tmp_path / "x")]) == (tmp_path / "x").resolve()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="is a file"):
+        db.runs_root(tmp_path / "file")
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGBA", (width, height), (255, 0, 0, 128)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_uploads_are_limited_and_validated():
+    image = db.decode_upload(_png(40, 30), "a.png")
+    assert image.shape == (3, 30, 40) and image.dtype == torch.float32 and 0 <= image.min() <= image.max() <= 1
+    big = db.decode_upload(_png(1600, 400), "wide.png")
+    assert big.shape == (3, 200, db.UPLOAD_MAX_SIDE)
+    with pytest.raises(DatasetError, match="megapixels"):
+        db.decode_upload(_png(2100, 2000), "huge.png")  # 4.2 MP, refused from the header
+    with pytest.raises(DatasetError, match="at most"):
+        db.decode_upload(b"0" * (db.UPLOAD_MAX_BYTES + 1), "big.bin")
+    with pytest.raises(DatasetError, match="cannot read"):
+        db.decode_upload(b"not an image at all", "x.png")
+    with pytest.raises(DatasetError, match="empty"):
+        db.decode_upload(b"", "x.png")
+
+
+def test_streamlit_command_is_safe_by_default():
+    command = db.streamlit_command()
+    flags = dict(zip(command[5::2], command[6::2], strict=True))
+    assert command[1:4] == ["-m", "streamlit", "run"] and command[4] == str(db.APP_ENTRY)
+    assert flags["--server.address"] == "127.0.0.1"
+    assert flags["--server.fileWatcherType"] == "none"
+    assert flags["--browser.gatherUsageStats"] == "false"
+    assert flags["--server.maxUploadSize"] == str(db.UPLOAD_MAX_MB)
+    assert db.check_entry() == db.APP_ENTRY
+    with pytest.raises(UserError, match="entry file"):
+        db.check_entry(Path("/nonexistent/Home.py"))
+
+
+def test_cli_app_help():
+    result = CliRunner().invoke(cli_app, ["app", "--help"])
+    assert result.exit_code == 0 and "--runs" in result.output and "--host" in result.output
+
+
+def test_build_progress_reads_the_run_folders(quick_runs, tmp_path):
+    done = db.build_progress(quick_runs, "quick")
+    assert done.fraction == 1.0 and done.stage == "done" and all(j.state == "finished" for j in done.jobs)
+    empty = db.build_progress(tmp_path, "quick")
+    assert empty.fraction == 0.0 and empty.stage == "generating the embedded dataset"
+    # a half-trained teacher: the stage names it and the fraction is strictly between
+    runs = tmp_path / "partial"
+    shutil.copytree(quick_runs / "data", runs / "data")
+    (runs / "teacher").mkdir()
+    shutil.copy(quick_runs / "teacher" / "pipeline.json", runs / "teacher")
+    lines = (quick_runs / "teacher" / "metrics.jsonl").read_text().splitlines()
+    (runs / "teacher" / "metrics.jsonl").write_text("\n".join(lines[:10]) + "\n")
+    partial = db.build_progress(runs, "quick")
+    assert partial.stage == f"training teacher: iteration 10 of {partial.jobs[0].iterations}"
+    assert 0 < partial.fraction < 1
+    assert db.conflicting_runs(runs, "quick") == []
+    (runs / "teacher" / "pipeline.json").write_text('{"config_key": "another"}')
+    assert db.conflicting_runs(runs, "quick") == ["teacher"]
+
+
+def test_leaderboard_and_replaced_runs(quick_runs, tmp_path):
+    report = db.read_report(quick_runs, "quick")
+    board = db.leaderboard(report)
+    assert list(board["model"]) == list(report["models"])
+    teacher = board.set_index("model").loc["teacher"]
+    assert teacher["AP"] == pytest.approx(report["models"]["teacher"]["summary"]["AP"]["mean"] * 100)
+    assert db.replaced_runs(quick_runs, report) == []
+    runs = tmp_path / "runs"
+    shutil.copytree(quick_runs, runs, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "data"))
+    (runs / "drkd-s0" / "pipeline.json").write_text('{"config_key": "another"}')
+    assert db.replaced_runs(runs, report) == ["drkd-s0"]

@@ -1,0 +1,109 @@
+"""The dashboard in a real browser: `drkd-viz app` serves the quick runs on a free port, Debian's
+Chromium (driven by Playwright from PyPI) opens every page, changes its main widget, waits for the
+figure to be redrawn and saves a screenshot to $DRKD_TEST_ARTIFACTS (else a temporary folder).
+
+The browser-driving functions live in bench/app_latency.py, which measures the same interactions."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from drkd_viz.dashboard import serve
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("app_latency", REPO / "bench" / "app_latency.py")
+driver = importlib.util.module_from_spec(_spec)
+sys.modules["app_latency"] = driver  # dataclasses look their module up there
+_spec.loader.exec_module(driver)
+
+if not (shutil.which("chromium") or Path(driver.CHROMIUM).exists()):
+    if os.environ.get("CI"):
+        pytest.fail("Debian's chromium is missing on CI: scripts/setup.sh installs it when run as root")
+    pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it as root)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("DRKD_TEST_ARTIFACTS") or tmp_path_factory.mktemp("artifacts")) / "app"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser_page(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = driver.launch(p)
+        page = browser.new_page(viewport=driver.VIEWPORT)
+        page.set_default_timeout(300_000)
+        yield page
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(quick_runs, tmp_path_factory):
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with serve(quick_runs, log=log) as url:
+        yield url, log
+
+
+@pytest.mark.parametrize("scenario", driver.SCENARIOS, ids=lambda s: s.page)
+def test_page_in_chromium(scenario, browser_page, server, artifacts):
+    url, _ = server
+    driver.open_page(browser_page, url, scenario)
+    driver.change(browser_page, scenario, 0)
+    driver.change(browser_page, scenario, 1)
+    driver.settle(browser_page)
+    browser_page.screenshot(path=str(artifacts / f"{scenario.page}.png"))
+
+
+def test_build_page_and_clean_server_log(browser_page, server, artifacts):
+    url, log = server
+    driver.open_page(browser_page, url, driver.BUILD)
+    assert browser_page.get_by_role("button", name="Build quick").count() == 1
+    browser_page.screenshot(path=str(artifacts / "build.png"))
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text and "Error" not in text, text[-3000:]
+    assert "127.0.0.1" in text
+
+
+def test_empty_runs_folder_offers_the_build(browser_page, tmp_path, artifacts):
+    with serve(tmp_path / "nothing-here") as url:
+        driver.open_page(browser_page, url, dataclasses.replace(driver.BUILD, path=""))  # the only page: the root
+        assert browser_page.get_by_text("There are no runs to show yet").count() == 1
+        browser_page.screenshot(path=str(artifacts / "no_runs.png"))
+
+
+def test_upload_an_image_and_a_bad_one(browser_page, server, quick_runs, artifacts, tmp_path):
+    """The pixel page with an uploaded image (one of the test split, re-encoded as PNG), then a file that is
+    not an image: the maps are drawn for the first, a clear error is shown for the second."""
+    from PIL import Image
+
+    url, _ = server
+    page = browser_page
+    scenario = next(s for s in driver.SCENARIOS if s.page == "pixel_relations")
+    driver.open_page(page, url, scenario)
+    page.get_by_test_id("stRadio").get_by_text("upload").click()
+    uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+    uploader.wait_for(state="attached")
+    good = tmp_path / "photo.png"
+    source = next(iter(sorted((quick_runs / "data" / "test" / "images").iterdir())))
+    Image.open(source).convert("RGB").save(good)
+    old = driver._image_src(page, 0)
+    uploader.set_input_files(str(good))
+    driver._wait_image(page, 0, old, 300_000)
+    driver.settle(page)
+    assert page.get_by_text("An uploaded image has no ground truth").count() == 1
+    page.screenshot(path=str(artifacts / "pixel_relations_upload.png"))
+    bad = tmp_path / "not_an_image.png"
+    bad.write_bytes(b"this is not a PNG file")
+    uploader.set_input_files(str(bad))
+    page.get_by_text("not an image file Pillow can decode").wait_for()
