@@ -55,7 +55,7 @@ SCENARIOS = (
     Scenario("small_objects", "Small objects", "selectbox", "Object size", ("medium", "small"), image=1),
     Scenario("pixel_relations", "Pixel relations", "slider", "Overlay opacity"),
     Scenario("instance_relations", "Instance relations", "selectbox", "Highlight instance", ("#1", "#0")),
-    Scenario("attribution", "Attribution", "selectbox", "Zoom", ("whole image", "3× the box")),
+    Scenario("attribution", "Attribution", "slider", "Map opacity"),
     Scenario("ablations", "Ablations", "selectbox", "Chart", ("AP", "ΔAP")),
     Scenario("runs", "Runs", "slider", "Smoothing"),
 )

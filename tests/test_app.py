@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,17 @@ from drkd_viz.errors import DatasetError, UserError
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app" / "Home.py")
 TIMEOUT = 180  # a cold page loads three detectors and computes maps on a shared 2-core CPU
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """AppTest runs the app as ``__main__`` and leaves it there (with app/ on sys.path); later spawned worker
+    processes (the dataset generator's pool) would then re-import app/Home.py and die. Put both back."""
+    main, path = sys.modules.get("__main__"), list(sys.path)
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
+    sys.path[:] = path
 
 
 def _app(monkeypatch, runs: Path):

@@ -46,6 +46,7 @@ assert all(0.0 <= s <= 1.0 for s in chosen["scores"].values())
     ],
     "04_ablations": [
         """
+panel.refresh()  # the notebook trained a variant outside the panel since it was drawn
 before = len(panel.table)
 panel.controls["use_ir"].value = False
 panel.controls["relation_filter"].value = "none"
