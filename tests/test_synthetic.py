@@ -69,7 +69,9 @@ def test_datasheet_says_what_relations_mean(quick_data):
 
 @pytest.mark.parametrize("preset", ["quick", "demo"])
 def test_size_distribution_meets_coco_thresholds(preset, quick_data):
-    """>= 40 % small and >= 25 % medium by COCO's area thresholds, in every split."""
+    """Rich in small objects by COCO's area thresholds, in every split: >= 40 % small, and enough medium
+    objects to measure AP_M (>= 25 % at quick's 224-288 px, >= 20 % at demo's 160-192 px, where large
+    objects hardly fit)."""
     if preset == "quick":
         coco = {s: json.loads((quick_data / s / "annotations.json").read_text()) for s in SPLITS}
     else:  # draw a deterministic sample of the demo preset without writing files
@@ -94,7 +96,7 @@ def test_size_distribution_meets_coco_thresholds(preset, quick_data):
     for split in SPLITS:
         fractions = stats["splits"][split]["size_fractions"]
         assert fractions["small"] >= 0.40, (split, fractions)
-        assert fractions["medium"] >= 0.25, (split, fractions)
+        assert fractions["medium"] >= (0.25 if preset == "quick" else 0.20), (split, fractions)
 
 
 def test_instances_of_a_class_share_a_style_within_an_image():
