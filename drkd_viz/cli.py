@@ -200,7 +200,7 @@ def dashboard(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8501,
 ) -> None:
     """Serve the Streamlit dashboard of a runs folder (leaderboard, relations, small objects, attribution)."""
-    from drkd_viz.dashboard import app_environment, check_entry, runs_root, streamlit_command
+    from drkd_viz.dashboard import check_entry, exec_server, runs_root
 
     root = runs_root(runs)
     check_entry()
@@ -208,11 +208,7 @@ def dashboard(
         typer.secho(f"warning: listening on {host}: anyone who can reach this machine can use the dashboard", err=True)
     what = "" if (root / "reports").is_dir() else " (no report yet: the dashboard offers to build one)"
     typer.echo(f"dashboard of {root}{what} at http://{host}:{port}  (Ctrl+C stops it)")
-    command = streamlit_command(host=host, port=port)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # replace this process by the server: signals (Ctrl+C, a test's terminate) reach Streamlit itself
-    os.execve(command[0], command, app_environment(root))
+    exec_server(root, host=host, port=port)
 
 
 @app.command()
@@ -232,7 +228,7 @@ def demo(
 ) -> None:
     """The main job on the embedded default: data, teacher, baseline / feature-imitation / DRKD students,
     the test-split report (all cached), then the dashboard on those runs."""
-    from drkd_viz.dashboard import app_environment, check_entry, streamlit_command
+    from drkd_viz.dashboard import check_entry, exec_server
     from drkd_viz.experiments.pipeline import run_pipeline
     from drkd_viz.experiments.report import report_folder
 
@@ -250,10 +246,7 @@ def demo(
         return
     check_entry()
     typer.echo(f"dashboard of {out.resolve()} at http://127.0.0.1:{port}  (Ctrl+C stops it)")
-    command = streamlit_command(host="127.0.0.1", port=port, headless=headless)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(command[0], command, app_environment(out.resolve()))
+    exec_server(out.resolve(), port=port, headless=headless)
 
 
 def main() -> None:

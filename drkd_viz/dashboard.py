@@ -150,12 +150,10 @@ def replaced_runs(root: Path, report: dict[str, Any]) -> list[str]:
     same folder since), or is gone: the report's numbers no longer describe what is on disk."""
     changed = []
     for name, info in report.get("provenance", {}).get("runs", {}).items():
-        marker = inside(root, name, "pipeline.json")
-        try:
-            key = json.loads(marker.read_text()).get("config_key") if marker.is_file() else None
-        except json.JSONDecodeError:
-            key = None
-        if key != info.get("config_key"):
+        from drkd_viz.experiments.pipeline import recorded_key
+
+        inside(root, name, "pipeline.json")  # refuses a marker that links outside the runs folder
+        if recorded_key(inside(root, name)) != info.get("config_key"):
             changed.append(name)
     return changed
 
@@ -334,12 +332,9 @@ class BuildProgress:
 
 def _job_state(job: Any) -> tuple[int, bool]:
     """(iterations done, evaluated) of a planned pipeline job, counting a folder of another config as empty."""
-    marker = job.folder / "pipeline.json"
-    try:
-        key = json.loads(marker.read_text()).get("config_key") if marker.is_file() else None
-    except json.JSONDecodeError:
-        key = None
-    if key != job.key:
+    from drkd_viz.experiments.pipeline import recorded_key
+
+    if recorded_key(job.folder) != job.key:
         return 0, False
     evaluated = (job.folder / "eval" / "test" / "metrics.json").is_file()
     if evaluated:
@@ -436,19 +431,11 @@ def start_build(root: Path, preset: str) -> Build:
 
 def conflicting_runs(root: Path, preset: str) -> list[str]:
     """Run folders that building ``preset`` into ``root`` would move to ROOT/.stale/ (another config)."""
-    from drkd_viz.experiments.pipeline import PRESETS, plan
+    from drkd_viz.experiments.pipeline import PRESETS, plan, recorded_key
 
-    conflicts = []
-    for job in plan(PRESETS[preset], root):
-        if job.folder.exists():
-            marker = job.folder / "pipeline.json"
-            try:
-                key = json.loads(marker.read_text()).get("config_key") if marker.is_file() else None
-            except json.JSONDecodeError:
-                key = None
-            if key != job.key:
-                conflicts.append(job.name)
-    return conflicts
+    return [
+        job.name for job in plan(PRESETS[preset], root) if job.folder.exists() and recorded_key(job.folder) != job.key
+    ]
 
 
 # ---------------------------------------------------------------- serving
@@ -491,6 +478,15 @@ def check_entry(entry: Path = APP_ENTRY) -> Path:
             "(app/); install drkd_viz from it with `pip install -e .`"
         )
     return entry
+
+
+def exec_server(runs: Path, host: str = "127.0.0.1", port: int = 8501, headless: bool = True) -> None:
+    """Replace this process by the dashboard's server on ``runs``: signals (Ctrl+C, a test's terminate)
+    then reach Streamlit itself. Never returns."""
+    command = streamlit_command(host=host, port=port, headless=headless)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(command[0], command, app_environment(runs))
 
 
 def app_environment(runs: Path) -> dict[str, str]:

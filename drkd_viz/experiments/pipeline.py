@@ -169,13 +169,20 @@ def plan(preset: PipelinePreset, runs: Path) -> list[Job]:
     return jobs
 
 
+def recorded_key(folder: Path) -> str | None:
+    """The config key a run folder was trained for (its ``pipeline.json``); None when absent or unreadable."""
+    marker = folder / "pipeline.json"
+    try:
+        return json.loads(marker.read_text()).get("config_key") if marker.is_file() else None
+    except json.JSONDecodeError:
+        return None
+
+
 def _state(job: Job) -> str:
     """finished | resumable | stale | new"""
-    marker = job.folder / "pipeline.json"
     if not job.folder.exists():
         return "new"
-    recorded = json.loads(marker.read_text()).get("config_key") if marker.is_file() else None
-    if recorded != job.key:
+    if recorded_key(job.folder) != job.key:
         return "stale"
     status = RunFolder(job.folder).read_manifest().get("status")
     return (
