@@ -13,6 +13,10 @@ setup:
 demo: setup
 	$(BIN)/drkd-viz demo $(if $(HEADLESS),--headless)
 
+# figures and screenshots the tests save for a person to look at (temporary folders are removed)
+DRKD_TEST_ARTIFACTS ?= $(CURDIR)/test-artifacts
+export DRKD_TEST_ARTIFACTS
+
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

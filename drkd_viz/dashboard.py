@@ -187,11 +187,13 @@ def leaderboard(report: dict[str, Any], gain_keys: tuple[str, ...] = ("AP", "APs
         row["parameters (M)"] = cost.get("parameters", math.nan) / 1e6
         row["GFLOPs / image"] = cost.get("gflops_per_image", math.nan)
         row["CPU images / s"] = cost.get("cpu_images_per_s", math.nan)
+        row["CPU images / s, 1 thread"] = cost.get("cpu_images_per_s_1thread", math.nan)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def provenance(report: dict[str, Any]) -> dict[str, str]:
+    models = report.get("models", {})
     git = report.get("provenance", {}).get("git", {})
     commit = git.get("commit") or "unknown"
     return {
@@ -202,6 +204,7 @@ def provenance(report: dict[str, Any]) -> dict[str, str]:
         "commit": commit[:12] + (" (with local changes)" if git.get("dirty") else ""),
         "created": report.get("created", ""),
         "pipeline wall time": f"{report.get('wall_seconds', 0) / 60:.1f} min",
+        "training time of its runs": f"{sum(e.get('wall_seconds', 0.0) for e in models.values()) / 60:.1f} min",
     }
 
 
@@ -244,7 +247,8 @@ def ablation_settings(name: str) -> str:
 
 # ---------------------------------------------------------------- run folders and training curves
 def run_folders(root: Path) -> list[Path]:
-    """Run folders of the runs folder (those with a metrics.jsonl), by name."""
+    """Run folders of the runs folder (those with a metrics.jsonl), by name, and those one folder down
+    (a preset with its own schedules keeps its runs in a subfolder, e.g. ``study/teacher``)."""
     if not root.is_dir():
         return []
     found = []
@@ -255,8 +259,18 @@ def run_folders(root: Path) -> list[Path]:
             path = inside(root, sub.name)
         except UserError:
             continue
-        if path.is_dir() and (path / "metrics.jsonl").is_file():
+        if not path.is_dir():
+            continue
+        if (path / "metrics.jsonl").is_file():
             found.append(path)
+            continue
+        for nested in sorted(path.iterdir()):
+            if nested.name.startswith(".") or not (nested / "metrics.jsonl").is_file():
+                continue
+            try:
+                found.append(inside(root, sub.name, nested.name))
+            except UserError:
+                continue
     return found
 
 

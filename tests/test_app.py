@@ -314,6 +314,20 @@ def test_a_report_cannot_point_outside(quick_runs, tmp_path):
             db.check_report(quick_runs, {**report, "models": bad})
 
 
+def test_run_folders_include_a_preset_subfolder_and_stay_inside(tmp_path):
+    """Top-level runs and the runs of a preset kept in a subfolder (``study/…``) are listed; data, reports,
+    hidden folders and links out of the runs folder are not."""
+    root = tmp_path / "runs"
+    for name in ("teacher", "baseline-s0", "study/teacher", "study/drkd-s1", "reports/x", ".stale/old", "data/y"):
+        (root / name).mkdir(parents=True)
+        (root / name / "metrics.jsonl").write_text("")
+    (tmp_path / "elsewhere" / "run").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "run" / "metrics.jsonl").write_text("")
+    (root / "link").symlink_to(tmp_path / "elsewhere")
+    names = [p.relative_to(root.resolve()).as_posix() for p in db.run_folders(root)]
+    assert names == ["baseline-s0", "study/drkd-s1", "study/teacher", "teacher"]
+
+
 def test_reports_default_to_demo_else_the_newest(tmp_path):
     for name, mtime in (("quick", 300), ("demo", 100), ("study", 200)):
         path = tmp_path / "reports" / name / "report.json"

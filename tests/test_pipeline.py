@@ -4,6 +4,7 @@ the coco-paper configs on the real mini COCO set."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def test_quick_pipeline_report_schema(quick_pipeline):
     for role in ("teacher", "student"):
         cost = on_disk["costs"][role]
         assert cost["parameters"] > 0 and cost["gflops_per_image"] > 0 and cost["cpu_images_per_s"] > 0
+        assert cost["cpu_images_per_s_1thread"] > 0 and cost["threads"] >= 1
     assert on_disk["costs"]["teacher"]["parameters"] > on_disk["costs"]["student"]["parameters"]
     assert on_disk["provenance"]["git"]["commit"] is None or len(on_disk["provenance"]["git"]["commit"]) == 40
     bar = {c["criterion"]: c for c in on_disk["scientific_bar"]}
@@ -80,6 +82,21 @@ def test_rerunning_a_finished_pipeline_takes_seconds(quick_pipeline):
     assert time.time() - started < 20
     assert all(info["status"] == "cached" for info in again["provenance"]["runs"].values())
     assert again["models"]["drkd"]["per_seed"] == report["models"]["drkd"]["per_seed"]
+
+
+def test_study_lives_beside_the_demo_without_touching_its_runs(tmp_path):
+    """The study has its own schedules: its runs go to RUNS/study/ (the data is shared), none of its folders
+    is one of the demo's, and its students infer with fewer proposals than the demo's."""
+    demo, study = plan(PRESETS["demo"], tmp_path), plan(PRESETS["study"], tmp_path)
+    assert {j.folder for j in demo}.isdisjoint(j.folder for j in study)
+    assert all(j.folder.parent == tmp_path.resolve() / "study" for j in study)
+    assert {j.config.data.root for j in demo + study} == {str(tmp_path.resolve() / "data")}
+    methods = [j.method for j in study]
+    assert methods.count("baseline") == methods.count("drkd") == methods.count("feature_imitation") == 3
+    assert {"pr_only", "ir_only", "ir_no_filter", "ir_reference_filter", "ir_matrix"} <= set(methods)
+    assert study[0].config.train.iterations > demo[0].config.train.iterations
+    student = next(j for j in study if j.method == "baseline").config.model
+    assert student.rpn_post_nms_top_n_test < demo[0].config.model.rpn_post_nms_top_n_test
 
 
 def test_changed_config_moves_the_old_run_aside(quick_pipeline, monkeypatch):
@@ -141,4 +158,6 @@ def test_coco_paper_configs_dry_run_on_real_coco(mini_coco, tmp_path):
         assert student.distill["preset"] == "reference" and student.distill["pr_weight"] == 1e-3
         manifest = train(student, tmp_path / f"drkd_{family}", quiet=True)
         assert manifest["status"] == "finished" and manifest["world_size"] == 1
+        for folder in (teacher, tmp_path / f"drkd_{family}"):  # ~0.8 GB of R101/R50 checkpoints each
+            shutil.rmtree(folder)
         assert json.loads((tmp_path / f"drkd_{family}" / "eval" / "val" / "metrics.json").read_text())["per_class"]

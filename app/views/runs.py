@@ -34,7 +34,7 @@ if not folders:
     st.stop()
 
 summary = [db.run_summary(f) for f in folders]
-names = [f.name for f in folders]
+names = [f.relative_to(ctx.root.resolve()).as_posix() for f in folders]
 in_report = [rel for entry in ctx.report["models"].values() for rel in entry["runs"]]
 default = [n for n in names if n in in_report and not n.startswith("teacher")] or names
 chosen = st.multiselect("Runs", names, default=default, key="runs_chosen")
