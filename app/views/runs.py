@@ -33,10 +33,10 @@ if not folders:
     st.info(f"No run folder with a metrics.jsonl in {ctx.root}.")
     st.stop()
 
-summary = [db.run_summary(f) for f in folders]
-names = [f.relative_to(ctx.root.resolve()).as_posix() for f in folders]
+names = [f.relative_to(ctx.root.resolve()).as_posix() for f in folders]  # study/teacher vs teacher
+summary = [{**db.run_summary(f), "run": name} for f, name in zip(folders, names, strict=True)]
 in_report = [rel for entry in ctx.report["models"].values() for rel in entry["runs"]]
-default = [n for n in names if n in in_report and not n.startswith("teacher")] or names
+default = [n for n in names if n in in_report and not n.rsplit("/", 1)[-1].startswith("teacher")] or names
 chosen = st.multiselect("Runs", names, default=default, key="runs_chosen")
 frames = {}
 for name in chosen:
