@@ -193,7 +193,8 @@ def leaderboard(report: dict[str, Any], gain_keys: tuple[str, ...] = ("AP", "APs
 
 
 def provenance(report: dict[str, Any]) -> dict[str, str]:
-    models = report.get("models", {})
+    from drkd_viz.experiments.report import training_seconds
+
     git = report.get("provenance", {}).get("git", {})
     commit = git.get("commit") or "unknown"
     return {
@@ -204,7 +205,7 @@ def provenance(report: dict[str, Any]) -> dict[str, str]:
         "commit": commit[:12] + (" (with local changes)" if git.get("dirty") else ""),
         "created": report.get("created", ""),
         "pipeline wall time": f"{report.get('wall_seconds', 0) / 60:.1f} min",
-        "training time of its runs": f"{sum(e.get('wall_seconds', 0.0) for e in models.values()) / 60:.1f} min",
+        "training time of its runs": f"{training_seconds(report) / 60:.1f} min",
     }
 
 
@@ -246,31 +247,33 @@ def ablation_settings(name: str) -> str:
 
 
 # ---------------------------------------------------------------- run folders and training curves
+def _children(root: Path, *parts: str) -> list[Path]:
+    """The folders directly in ``root/parts`` (hidden ones and data/reports/variants left out), each resolved
+    and confined to ``root`` (a link out of it is skipped)."""
+    found = []
+    for sub in sorted(root.joinpath(*parts).iterdir()):
+        if sub.name in NOT_RUNS or sub.name.startswith("."):
+            continue
+        try:
+            path = inside(root, *parts, sub.name)
+        except UserError:
+            continue
+        if path.is_dir():
+            found.append(path)
+    return found
+
+
 def run_folders(root: Path) -> list[Path]:
     """Run folders of the runs folder (those with a metrics.jsonl), by name, and those one folder down
     (a preset with its own schedules keeps its runs in a subfolder, e.g. ``study/teacher``)."""
     if not root.is_dir():
         return []
     found = []
-    for sub in sorted(root.iterdir()):
-        if sub.name in NOT_RUNS or sub.name.startswith("."):
-            continue
-        try:
-            path = inside(root, sub.name)
-        except UserError:
-            continue
-        if not path.is_dir():
-            continue
+    for path in _children(root):
         if (path / "metrics.jsonl").is_file():
             found.append(path)
-            continue
-        for nested in sorted(path.iterdir()):
-            if nested.name.startswith(".") or not (nested / "metrics.jsonl").is_file():
-                continue
-            try:
-                found.append(inside(root, sub.name, nested.name))
-            except UserError:
-                continue
+        else:
+            found += [p for p in _children(root, path.name) if (p / "metrics.jsonl").is_file()]
     return found
 
 
@@ -295,11 +298,12 @@ def detection_loss(frame: pd.DataFrame) -> pd.Series:
     return frame[terms].sum(axis=1)
 
 
-def run_summary(run: Path) -> dict[str, Any]:
+def run_summary(run: Path, name: str | None = None) -> dict[str, Any]:
+    """One row of the Runs page's table; ``name`` labels the run (default: its folder name)."""
     manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").is_file() else {}
     val = (manifest.get("metrics") or {}).get("val", {})
     return {
-        "run": run.name,
+        "run": name or run.name,
         "status": manifest.get("status", "unknown"),
         "formula": manifest.get("formula", ""),
         "wall time (s)": manifest.get("wall_seconds"),

@@ -34,7 +34,7 @@ if not folders:
     st.stop()
 
 names = [f.relative_to(ctx.root.resolve()).as_posix() for f in folders]  # study/teacher vs teacher
-summary = [{**db.run_summary(f), "run": name} for f, name in zip(folders, names, strict=True)]
+summary = [db.run_summary(f, name) for f, name in zip(folders, names, strict=True)]
 in_report = [rel for entry in ctx.report["models"].values() for rel in entry["runs"]]
 default = [n for n in names if n in in_report and not n.rsplit("/", 1)[-1].startswith("teacher")] or names
 chosen = st.multiselect("Runs", names, default=default, key="runs_chosen")

@@ -267,16 +267,21 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def training_seconds(report: dict) -> float:
+    """What training every run of the report took, summed (a pipeline rerun reuses runs, so its own wall
+    time can be seconds)."""
+    return sum(entry.get("wall_seconds", 0.0) for entry in report.get("models", {}).values())
+
+
 def wall_time_sentence(report: dict) -> str:
     """The pipeline's wall time, and when it reused runs, what training them had cost."""
     text = f"Pipeline wall time {report['wall_seconds'] / 60:.1f} min"
     statuses = [r.get("status") for r in report.get("provenance", {}).get("runs", {}).values()]
     reused = sum(status == "cached" for status in statuses)
     if reused:
-        trained = sum(entry.get("wall_seconds", 0.0) for entry in report["models"].values())
         text += (
             f" ({reused} of {len(statuses)} runs reused from earlier invocations; training all of them took "
-            f"{trained / 60:.1f} min)"
+            f"{training_seconds(report) / 60:.1f} min)"
         )
     return text + "."
 
