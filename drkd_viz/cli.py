@@ -176,6 +176,9 @@ def pipeline(
     preset: Annotated[str, typer.Option(help="'quick' (~2 min, tests), 'demo' (the embedded default) or 'study'.")],
     out: Annotated[Path, typer.Option(help="Runs folder: data, teacher, students, report.")] = Path("runs/pipeline"),
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    jobs: Annotated[
+        int | None, typer.Option(help="Students trained at once, each in its own process (default: the preset's).")
+    ] = None,
 ) -> None:
     """Data, teacher, baseline / feature-imitation / DRKD students, test evaluation and a report (cached)."""
     from drkd_viz.experiments.pipeline import run_pipeline
@@ -183,7 +186,7 @@ def pipeline(
     started = time.perf_counter()
     from drkd_viz.experiments.report import report_folder
 
-    run_pipeline(preset, out, quiet=quiet)
+    run_pipeline(preset, out, quiet=quiet, jobs=jobs)
     report = report_folder(out, preset) / "report.md"
     typer.echo(report.read_text())
     typer.echo(f"report: {report} ({time.perf_counter() - started:.1f} s)")

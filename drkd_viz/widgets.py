@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from drkd_viz.distill.config import DEFAULT
 from drkd_viz.experiments.variants import Variant, train_variant, val_metrics
 
 LEVELS_PR = ("P2", "P3", "P4", "P5", "P6")
@@ -36,11 +37,11 @@ class AblationPanel:
                 style=style,
             ),
             "use_pr": w.Checkbox(value=True, description="L_PR: pixel relations", style=style),
-            "pr_weight": w.FloatLogSlider(value=0.07, description="λ_pr", **slider),
+            "pr_weight": w.FloatLogSlider(value=DEFAULT["pr_weight"], description="λ_pr", **slider),
             "use_ir": w.Checkbox(value=True, description="L_IR: instance relations", style=style),
-            "ir_weight": w.FloatLogSlider(value=0.2, description="λ_ir", **slider),
+            "ir_weight": w.FloatLogSlider(value=DEFAULT["ir_weight"], description="λ_ir", **slider),
             "use_ins": w.Checkbox(value=True, description="L_INS: instance features", style=style),
-            "ins_weight": w.FloatLogSlider(value=0.2, description="λ_ins", **slider),
+            "ins_weight": w.FloatLogSlider(value=DEFAULT["ins_weight"], description="λ_ins", **slider),
             "relation_filter": w.Dropdown(
                 options=[
                     ("learned gate (ours)", "learned"),
@@ -56,6 +57,13 @@ class AblationPanel:
                 options=[("aggregated features z (code)", "features"), ("relation matrix A (paper)", "matrix")],
                 value="features",
                 description="L_IR distils",
+                style=style,
+                layout=layout,
+            ),
+            "weight_schedule": w.Dropdown(
+                options=[("constant (paper)", "constant"), ("cosine decay to 0", "cosine")],
+                value=DEFAULT["weight_schedule"],
+                description="λ over training",
                 style=style,
                 layout=layout,
             ),
@@ -81,7 +89,12 @@ class AblationPanel:
                 w.HBox(
                     [
                         w.VBox([self.controls[k] for k in ("method", "use_pr", "pr_weight", "use_ir", "ir_weight")]),
-                        w.VBox([self.controls[k] for k in ("use_ins", "ins_weight", "relation_filter", "ir_target")]),
+                        w.VBox(
+                            [
+                                self.controls[k]
+                                for k in ("use_ins", "ins_weight", "relation_filter", "ir_target", "weight_schedule")
+                            ]
+                        ),
                         w.VBox([self.controls[k] for k in ("pr_levels", "ir_levels", "iterations", "seed")]),
                     ]
                 ),
@@ -105,6 +118,7 @@ class AblationPanel:
             ins_weight=c["ins_weight"] if c["use_ins"] else 0.0,
             relation_filter=c["relation_filter"],
             ir_target=c["ir_target"],
+            weight_schedule=c["weight_schedule"],
             pr_levels=list(c["pr_levels"]),
             ir_levels=list(c["ir_levels"]),
         )

@@ -12,7 +12,7 @@ from helpers import tiny
 from safetensors.torch import load_file
 
 from drkd_viz.data.coco import CocoDetection, collate_detection
-from drkd_viz.distill.config import ABLATIONS, REFERENCE, resolve_distill
+from drkd_viz.distill.config import ABLATIONS, REFERENCE, resolve_distill, weight_factor
 from drkd_viz.distill.distiller import DistillationObjective, build_distiller
 from drkd_viz.engine.checkpoint import latest_checkpoint
 from drkd_viz.engine.config import load_config
@@ -92,8 +92,29 @@ def test_every_term_is_added_and_the_teacher_is_frozen(quick_data, teacher_run):
         optimizer.step()
     for k, v in objective.teacher.state_dict().items():
         assert torch.equal(v, teacher_before[k]), k  # weights and BatchNorm statistics unchanged
-    assert objective.formula() == "L = L_det + 0.07·L_PR + 0.2·L_IR + 0.2·L_INS"
+    assert objective.formula() == (
+        "L = L_det + c(t)·(0.0175·L_PR + 0.05·L_IR + 0.05·L_INS),  c(t) = ½(1 + cos πt), t = step / steps"
+    )
     assert {"pr_" + lv for lv in objective.settings["pr_levels"]} <= set(objective.metrics())
+
+
+def test_cosine_weight_schedule_fades_every_term_to_zero(quick_data, teacher_run):
+    assert weight_factor("constant", 0.7) == 1.0
+    assert [weight_factor("cosine", t) for t in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.5, 0.0])
+    objective, images, targets = _objective(quick_data, teacher_run, weight_schedule="cosine")
+    objective.train()
+    seen = {}
+    for progress in (0.0, 0.5, 1.0):
+        objective.set_progress(progress)
+        torch.manual_seed(0)
+        seen[progress] = objective(images, targets)
+    for term in ("loss_pr", "loss_ir", "loss_ins"):
+        assert float(seen[0.5][term]) == pytest.approx(0.5 * float(seen[0.0][term]), rel=1e-4)
+        assert float(seen[1.0][term]) == 0.0 and float(seen[0.0][term]) > 0
+    assert float(seen[1.0]["loss_classifier"]) == pytest.approx(float(seen[0.0]["loss_classifier"]), rel=1e-4)
+    assert objective.formula().startswith("L = L_det + c(t)·(0.0175·L_PR")
+    with pytest.raises(UserError, match="weight_schedule"):
+        _student_cfg(quick_data, teacher_run[0], teacher_run[1], weight_schedule="linear")
 
 
 @pytest.mark.parametrize("name", list(ABLATIONS))
@@ -168,7 +189,8 @@ def drkd_run(quick_data, teacher_run, tmp_path_factory):
             model=_model(family, "resnet10", 32),
             optim={"lr": 0.01, "warmup_iters": 5},
             train={"iterations": 40, "batch_size": 4, "checkpoint_every": 20, "eval_split": "val"},
-            distill={"method": "drkd", "teacher": str(teacher)},
+            # constant λ: under the default cosine decay every weighted term would fall even without learning
+            distill={"method": "drkd", "teacher": str(teacher), "weight_schedule": "constant"},
         )
     )
     out = tmp_path_factory.mktemp("drkd") / family

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from drkd_viz.engine.config import load_config
+from drkd_viz.errors import UserError
 from drkd_viz.evaluation import evaluate_detections
 from drkd_viz.experiments.pipeline import PRESETS, plan, run_pipeline
 from drkd_viz.experiments.stats import paired_difference, summarize
@@ -95,8 +96,11 @@ def test_study_lives_beside_the_demo_without_touching_its_runs(tmp_path):
     assert methods.count("baseline") == methods.count("drkd") == methods.count("feature_imitation") == 3
     assert {"pr_only", "ir_only", "ir_no_filter", "ir_reference_filter", "ir_matrix"} <= set(methods)
     assert study[0].config.train.iterations > demo[0].config.train.iterations
-    student = next(j for j in study if j.method == "baseline").config.model
-    assert student.rpn_post_nms_top_n_test < demo[0].config.model.rpn_post_nms_top_n_test
+    student = next(j for j in study if j.method == "baseline").config
+    assert student.model.rpn_post_nms_top_n_test < demo[0].config.model.rpn_post_nms_top_n_test
+    # one thread per student, so a run's result does not depend on how many train beside it
+    assert all(j.config.train.threads == 1 for j in study[1:]) and PRESETS["study"].parallel_jobs == 2
+    assert student.train.iterations > next(j for j in demo if j.method == "baseline").config.train.iterations
 
 
 def test_changed_config_moves_the_old_run_aside(quick_pipeline, monkeypatch):
@@ -115,6 +119,43 @@ def test_changed_config_moves_the_old_run_aside(quick_pipeline, monkeypatch):
     new_baseline = next(j for j in new_jobs if j.method == "baseline")
     assert new_baseline.key != baseline.key
     assert module._state(new_baseline) == "stale"
+
+
+def test_a_retrained_teacher_makes_the_students_it_taught_stale(tmp_path):
+    from drkd_viz.experiments import pipeline as module
+
+    before = {j.name: j.key for j in plan(PRESETS["quick"], tmp_path)}
+    quick = PRESETS["quick"]
+    longer = module.PipelinePreset(
+        **{**quick.__dict__, "teacher": {**quick.teacher, "train": {**quick.teacher["train"], "iterations": 61}}}
+    )
+    after = {j.name: j.key for j in plan(longer, tmp_path)}
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {"teacher", "feature_imitation-s0", "drkd-s0"}  # the baseline never saw the teacher
+
+
+def test_students_trained_in_parallel_equal_those_trained_one_after_another(quick_pipeline, tmp_path):
+    """Each student runs in its own process with its config's threads: two at a time gives the very same
+    weights and test metrics as the fixture's sequential build (teacher and data reused from it)."""
+    runs, report = quick_pipeline
+    copy = tmp_path / "runs"
+    for part in ("data", "teacher"):
+        shutil.copytree(runs / part, copy / part)
+    again = run_pipeline("quick", copy, quiet=True, jobs=2)
+    statuses = {name: info["status"] for name, info in again["provenance"]["runs"].items()}
+    assert statuses == {
+        "teacher": "cached",
+        "baseline-s0": "trained",
+        "feature_imitation-s0": "trained",
+        "drkd-s0": "trained",
+    }
+    for name in ("baseline", "feature_imitation", "drkd"):
+        assert again["models"][name]["per_seed"] == report["models"][name]["per_seed"], name
+        for run in again["models"][name]["runs"]:
+            original = json.loads((runs / run / "manifest.json").read_text())["replica_checksums"]
+            assert json.loads((copy / run / "manifest.json").read_text())["replica_checksums"] == original
+    with pytest.raises(UserError, match="jobs must be at least 1"):
+        run_pipeline("quick", copy, quiet=True, jobs=0)
 
 
 def test_coco_paper_configs_dry_run_on_real_coco(mini_coco, tmp_path):

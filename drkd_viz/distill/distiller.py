@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from drkd_viz.distill.baselines import FeatureImitationLoss
+from drkd_viz.distill.config import weight_factor
 from drkd_viz.distill.instance_relation import InstanceRelationLoss
 from drkd_viz.distill.objective import METHODS, Losses, Objective
 from drkd_viz.distill.pixel_relation import PixelRelationLoss
@@ -97,6 +98,14 @@ class DistillationObjective(Objective):
         )
         self.imitation = FeatureImitationLoss(w["fi_levels"], s_ch, t_ch, w["norm"]) if w["fi_weight"] > 0 else None
         self._metrics: dict[str, float] = {}
+        self._factor = 1.0  # the λ schedule's multiplier at the current step
+
+    def set_progress(self, progress: float) -> None:
+        self._factor = weight_factor(self.settings.get("weight_schedule", "constant"), progress)
+
+    def weight(self, key: str) -> float:
+        """λ of a term at the current step."""
+        return self._factor * self.settings[key]
 
     def forward(self, images: list[torch.Tensor], targets: list[dict]) -> Losses:
         with record_forward(self.student) as rec:
@@ -108,18 +117,18 @@ class DistillationObjective(Objective):
         w, metrics = self.settings, {}
         if self.pixel is not None:
             l_pr, per_level = self.pixel(student, teacher)
-            losses["loss_pr"] = w["pr_weight"] * l_pr
+            losses["loss_pr"] = self.weight("pr_weight") * l_pr
             metrics.update({f"pr_{k}": float(v.detach()) for k, v in per_level.items()})
         if self.instance is not None:
             l_ir, l_ins, per_level = self.instance(student, teacher, boxes)
             if w["ir_weight"] > 0:
-                losses["loss_ir"] = w["ir_weight"] * l_ir
+                losses["loss_ir"] = self.weight("ir_weight") * l_ir
             if w["ins_weight"] > 0:
-                losses["loss_ins"] = w["ins_weight"] * l_ins
+                losses["loss_ins"] = self.weight("ins_weight") * l_ins
             metrics.update({k: float(v) for k, v in per_level.items()})
         if self.imitation is not None:
             l_fi, per_level = self.imitation(student, teacher)
-            losses["loss_fi"] = w["fi_weight"] * l_fi
+            losses["loss_fi"] = self.weight("fi_weight") * l_fi
             metrics.update({f"fi_{k}": float(v.detach()) for k, v in per_level.items()})
         self._metrics = metrics
         return losses
@@ -130,6 +139,8 @@ class DistillationObjective(Objective):
         for key, name in (("pr_weight", "L_PR"), ("ir_weight", "L_IR"), ("ins_weight", "L_INS"), ("fi_weight", "L_FI")):
             if w[key] > 0:
                 terms.append(f"{w[key]:g}·{name}")
+        if w.get("weight_schedule", "constant") == "cosine" and len(terms) > 1:
+            return f"L = L_det + c(t)·({' + '.join(terms[1:])}),  c(t) = ½(1 + cos πt), t = step / steps"
         return "L = " + " + ".join(terms)
 
     def metrics(self) -> dict[str, float]:

@@ -37,6 +37,10 @@ class Objective(nn.Module):
         """The loss this objective computes, as it would be written in the paper."""
         return "L = L_det"
 
+    def set_progress(self, progress: float) -> None:
+        """Told by the engine before each step how far training is (0 at the start, 1 at the end); a
+        method whose weights follow a schedule uses it."""
+
     def metrics(self) -> dict[str, float]:
         """Unweighted diagnostics of the last forward (e.g. a loss per FPN level), logged, not optimised."""
         return {}

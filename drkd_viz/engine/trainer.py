@@ -92,6 +92,7 @@ def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: b
     info = init_distributed(device.type)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
+    caller_threads = torch.get_num_threads()  # restored at the end: a run's thread count is its own
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     run = RunFolder(Path(out))
@@ -191,6 +192,7 @@ def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: b
             data_time = time.perf_counter() - tick
             images, targets = [i.to(device, non_blocking=True) for i in images], to_device(targets, device)
             lr = optimizer.param_groups[0]["lr"]
+            objective.set_progress(iteration / max(total - 1, 1))
             with torch.autocast(device.type, enabled=use_amp):
                 losses = model(images, targets)
             _check_finite(losses, iteration + 1, run, info)
@@ -273,6 +275,7 @@ def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: b
             )
         raise
     finally:
+        torch.set_num_threads(caller_threads)
         shutdown(info)
 
 

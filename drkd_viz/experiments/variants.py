@@ -19,7 +19,7 @@ from typing import Any
 from drkd_viz.engine.config import RunConfig, load_config, merge_sections
 from drkd_viz.engine.runs import RunFolder
 from drkd_viz.errors import UserError
-from drkd_viz.experiments.pipeline import PRESETS, config_key, plan
+from drkd_viz.experiments.pipeline import PRESETS, plan, student_key
 from drkd_viz.utils.io import atomic_write_json
 
 VARIANT_METHODS = ("baseline", "feature_imitation", "drkd")
@@ -41,6 +41,7 @@ class Variant:
     ir_target: str | None = None  # features | matrix
     pr_levels: list[str] | None = None
     ir_levels: list[str] | None = None
+    weight_schedule: str | None = None  # constant | cosine
 
     def name(self) -> str:
         budget = f"-it{self.iterations}" if self.iterations else ""
@@ -85,7 +86,7 @@ def train_variant(runs: str | os.PathLike, preset: str, variant: Variant, quiet:
 
     runs = Path(runs).resolve()
     cfg = variant_config(runs, preset, variant)
-    key = config_key(cfg, runs)
+    key = student_key(cfg, runs, plan(PRESETS[preset], runs)[0].key)
     folder = runs / "variants" / f"{variant.name()}-{key[:10]}"
     metrics_file = folder / "eval" / "val" / "metrics.json"
     manifest = RunFolder(folder).read_manifest() if folder.exists() else {}
@@ -113,7 +114,10 @@ def _formula(cfg: RunConfig) -> str:
         return "L = L_det"
     w = cfg.distill
     names = (("pr_weight", "L_PR"), ("ir_weight", "L_IR"), ("ins_weight", "L_INS"), ("fi_weight", "L_FI"))
-    return "L = L_det" + "".join(f" + {w[k]:g}·{n}" for k, n in names if w.get(k))
+    terms = " + ".join(f"{w[k]:g}·{n}" for k, n in names if w.get(k))
+    if w.get("weight_schedule") == "cosine":
+        return f"L = L_det + c(t)·({terms}),  c(t) = ½(1 + cos πt)"
+    return f"L = L_det + {terms}" if terms else "L = L_det"
 
 
 def val_metrics(runs: str | os.PathLike, names: list[str] | None = None):
