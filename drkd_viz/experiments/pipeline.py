@@ -261,7 +261,8 @@ def _run_in_parallel(jobs: list[Job], workers: int, bar: Any) -> None:
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         running = {pool.submit(_run_job_in_worker, job): job for job in jobs}
         while running:
-            bar.set_postfix_str(", ".join(sorted(j.name for j in running.values()))[:60])
+            busy = sorted(job.name for future, job in running.items() if future.running())
+            bar.set_postfix_str(", ".join(busy[:workers]))
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 job = running.pop(future)
