@@ -230,7 +230,8 @@ def test_feature_imitation_method(quick_data, teacher_run, tmp_path):
         )
     )
     manifest = train(cfg, tmp_path / "fi", quiet=True)
-    assert manifest["formula"] == "L = L_det + 0.15·L_FI"
+    # the default preset's cosine schedule applies to feature imitation too (the same treatment as DRKD)
+    assert manifest["formula"] == "L = L_det + c(t)·(0.15·L_FI),  c(t) = ½(1 + cos πt), t = step / steps"
     row = json.loads((tmp_path / "fi" / "metrics.jsonl").read_text().splitlines()[0])
     assert "loss_fi" in row and "loss_pr" not in row
 
