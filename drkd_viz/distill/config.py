@@ -71,6 +71,19 @@ def weight_factor(schedule: str, progress: float) -> float:
     raise UserError(f"distill.weight_schedule: unknown {schedule!r}; choose one of {', '.join(WEIGHT_SCHEDULES)}")
 
 
+TERM_NAMES = (("pr_weight", "L_PR"), ("ir_weight", "L_IR"), ("ins_weight", "L_INS"), ("fi_weight", "L_FI"))
+
+
+def formula(settings: dict[str, Any] | None) -> str:
+    """The loss a resolved ``distill:`` section minimises, as it would be written in the paper."""
+    terms = [f"{settings[key]:g}·{name}" for key, name in TERM_NAMES if (settings or {}).get(key)]
+    if not terms:
+        return "L = L_det"
+    if settings.get("weight_schedule", "constant") == "cosine":
+        return f"L = L_det + c(t)·({' + '.join(terms)}),  c(t) = ½(1 + cos πt), t = step / steps"
+    return "L = L_det + " + " + ".join(terms)
+
+
 REFERENCE = {
     "pr_weight": 1e-3,
     "ir_weight": 4e-3,

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from drkd_viz.distill.baselines import FeatureImitationLoss
+from drkd_viz.distill.config import formula as loss_formula
 from drkd_viz.distill.config import weight_factor
 from drkd_viz.distill.instance_relation import InstanceRelationLoss
 from drkd_viz.distill.objective import METHODS, Losses, Objective
@@ -134,14 +135,7 @@ class DistillationObjective(Objective):
         return losses
 
     def formula(self) -> str:
-        w = self.settings
-        terms = ["L_det"]
-        for key, name in (("pr_weight", "L_PR"), ("ir_weight", "L_IR"), ("ins_weight", "L_INS"), ("fi_weight", "L_FI")):
-            if w[key] > 0:
-                terms.append(f"{w[key]:g}·{name}")
-        if w.get("weight_schedule", "constant") == "cosine" and len(terms) > 1:
-            return f"L = L_det + c(t)·({' + '.join(terms[1:])}),  c(t) = ½(1 + cos πt), t = step / steps"
-        return "L = " + " + ".join(terms)
+        return loss_formula(self.settings)
 
     def metrics(self) -> dict[str, float]:
         return self._metrics

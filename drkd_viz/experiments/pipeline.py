@@ -294,14 +294,16 @@ def run_pipeline(
     if workers < 1:
         raise UserError(f"jobs must be at least 1, got {workers}")
     bar = tqdm(total=len(planned), desc=f"pipeline {preset.name}", unit="run", disable=quiet, position=0)
-    teacher, students = planned[0], planned[1:]
-    todo = [job for job in students if _state(job) != "finished"]
-    sequential = [teacher] + (students if workers == 1 or len(todo) < 2 else [j for j in students if j not in todo])
-    for job in sequential:
-        bar.set_postfix_str(job.name)
-        run_job(job, quiet=quiet)
-        bar.update()
-    if workers > 1 and len(todo) >= 2:
-        _run_in_parallel(todo, min(workers, len(todo)), bar)
+    # the teacher first (students need it), then the students: those to train in worker processes when
+    # more than one can run at once, the rest (cached ones, or all when one at a time) here
+    todo = [job for job in planned[1:] if _state(job) != "finished"]
+    parallel = todo if workers > 1 and len(todo) > 1 else []
+    for job in planned:
+        if job not in parallel:
+            bar.set_postfix_str(job.name)
+            run_job(job, quiet=quiet)
+            bar.update()
+    if parallel:
+        _run_in_parallel(parallel, min(workers, len(parallel)), bar)
     bar.close()
     return write_report(preset, planned, runs, wall_seconds=time.time() - started)

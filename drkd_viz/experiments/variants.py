@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from drkd_viz.distill.config import formula
 from drkd_viz.engine.config import RunConfig, load_config, merge_sections
 from drkd_viz.engine.runs import RunFolder
 from drkd_viz.errors import UserError
@@ -104,20 +105,9 @@ def train_variant(runs: str | os.PathLike, preset: str, variant: Variant, quiet:
         "folder": folder,
         "metrics": json.loads(metrics_file.read_text()),
         "cached": cached,
-        "formula": manifest.get("formula") or _formula(cfg),
+        "formula": manifest.get("formula") or formula(cfg.distill),
         "variant": asdict(variant),
     }
-
-
-def _formula(cfg: RunConfig) -> str:
-    if not cfg.distill:
-        return "L = L_det"
-    w = cfg.distill
-    names = (("pr_weight", "L_PR"), ("ir_weight", "L_IR"), ("ins_weight", "L_INS"), ("fi_weight", "L_FI"))
-    terms = " + ".join(f"{w[k]:g}·{n}" for k, n in names if w.get(k))
-    if w.get("weight_schedule") == "cosine":
-        return f"L = L_det + c(t)·({terms}),  c(t) = ½(1 + cos πt)"
-    return f"L = L_det + {terms}" if terms else "L = L_det"
 
 
 def val_metrics(runs: str | os.PathLike, names: list[str] | None = None):
