@@ -57,6 +57,35 @@ def data(
     )
 
 
+@app.command()
+def pretrain(
+    data: Annotated[Path, typer.Option(help="Dataset root with train/images and train/annotations.json.")],
+    out: Annotated[Path, typer.Option(help="Weights file to write (.safetensors); a .json record goes beside it.")],
+    backbone: Annotated[
+        str, typer.Option(help="ResNet backbone: resnet10, resnet18, resnet34, resnet50, resnet101.")
+    ] = "resnet10",
+    iterations: Annotated[int, typer.Option(help="Training steps of the crop classifier.")] = 600,
+    batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    threads: Annotated[int, typer.Option(help="Torch CPU threads (0 = torch's default).")] = 0,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Pre-train a backbone as a classifier of object and background crops of the train split only
+    (a stand-in for ImageNet weights); load it with train.init_weights."""
+    from drkd_viz.engine.pretrain import PretrainConfig, pretrain_backbone
+
+    cfg = PretrainConfig(
+        backbone=backbone, iterations=iterations, batch_size=batch_size, seed=seed, threads=threads or None
+    )
+    record = pretrain_backbone(
+        data / "train" / "images", data / "train" / "annotations.json", out, cfg, progress=not quiet
+    )
+    typer.echo(
+        f"{backbone} pre-trained in {record['seconds']} s on {record['crops']['train']} crops: held-out accuracy "
+        f"{record['held_out_accuracy']:.1%} (chance {record['chance_accuracy']:.1%}); weights: {out}"
+    )
+
+
 @app.command("check-data")
 def check_data(
     annotations: Annotated[Path, typer.Option(help="COCO instances JSON file.")],
@@ -179,6 +208,9 @@ def pipeline(
     jobs: Annotated[
         int | None, typer.Option(help="Students trained at once, each in its own process (default: the preset's).")
     ] = None,
+    shipped: Annotated[
+        bool, typer.Option(help="Install a teacher shipped with the package when its config matches (else train it).")
+    ] = True,
 ) -> None:
     """Data, teacher, baseline / feature-imitation / DRKD students, test evaluation and a report (cached)."""
     from drkd_viz.experiments.pipeline import run_pipeline
@@ -186,7 +218,7 @@ def pipeline(
     started = time.perf_counter()
     from drkd_viz.experiments.report import report_folder
 
-    run_pipeline(preset, out, quiet=quiet, jobs=jobs)
+    run_pipeline(preset, out, quiet=quiet, jobs=jobs, use_shipped=shipped)
     report = report_folder(out, preset) / "report.md"
     typer.echo(report.read_text())
     typer.echo(f"report: {report} ({time.perf_counter() - started:.1f} s)")

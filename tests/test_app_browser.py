@@ -67,8 +67,11 @@ def test_page_in_chromium(scenario, browser_page, server, artifacts):
 
 def test_build_page_and_clean_server_log(browser_page, server, artifacts):
     url, log = server
+    from playwright.sync_api import expect
+
     driver.open_page(browser_page, url, driver.BUILD)
-    assert browser_page.get_by_role("button", name="Build quick").count() == 1
+    # wait for the script to draw the button, as a person would, before counting it
+    expect(browser_page.get_by_role("button", name="Build quick")).to_have_count(1, timeout=120_000)
     browser_page.screenshot(path=str(artifacts / "build.png"))
     text = log.read_text(errors="replace")
     assert "Traceback" not in text and "Error" not in text, text[-3000:]

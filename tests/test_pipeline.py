@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -53,7 +52,13 @@ def test_quick_pipeline_report_schema(quick_pipeline):
     assert on_disk["costs"]["teacher"]["parameters"] > on_disk["costs"]["student"]["parameters"]
     assert on_disk["provenance"]["git"]["commit"] is None or len(on_disk["provenance"]["git"]["commit"]) == 40
     bar = {c["criterion"]: c for c in on_disk["scientific_bar"]}
-    assert len(bar) == 7 and all(c["passed"] in (True, False, None) for c in bar.values())
+    assert len(bar) == 10 and all(c["passed"] in (True, False, None) for c in bar.values())
+    teacher_ap = on_disk["models"]["teacher"]["summary"]["AP"]["mean"]
+    assert bar["teacher test AP ≥ 50"] == {
+        "criterion": "teacher test AP ≥ 50",
+        "measured": f"{teacher_ap * 100:.1f}",
+        "passed": teacher_ap >= 0.5,
+    }
     drkd_gain = on_disk["models"]["drkd"]["gain_over_baseline"]["AP"]["mean"]
     assert bar["DRKD AP ≥ baseline + 1.0 points"]["passed"] == (drkd_gain >= 0.010)
     assert bar["95 % interval of the DRKD AP gain above 0"]["passed"] is None  # one seed: no interval
@@ -77,17 +82,40 @@ def test_report_numbers_equal_re_evaluating_the_stored_detections(quick_pipeline
 
 
 def test_rerunning_a_finished_pipeline_takes_seconds(quick_pipeline):
+    """Nothing is trained or pre-trained again (behaviour, not timing: the files keep their modification times)."""
     runs, report = quick_pipeline
-    started = time.time()
+    watched = [*runs.glob("pretrain/*.safetensors"), *runs.glob("*/export/student.safetensors")]
+    stamps = {path: path.stat().st_mtime_ns for path in watched}
     again = run_pipeline("quick", runs, quiet=True)
-    assert time.time() - started < 20
     assert all(info["status"] == "cached" for info in again["provenance"]["runs"].values())
+    assert len(stamps) == 6 and all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())
     assert again["models"]["drkd"]["per_seed"] == report["models"]["drkd"]["per_seed"]
+
+
+def test_every_detector_starts_from_its_pretrained_backbone(quick_pipeline, tmp_path):
+    """The pre-training stage runs once per backbone, on the train split; every run's config names its file,
+    and a change of the pre-training makes every run initialised from it stale."""
+    from drkd_viz.experiments import pipeline as module
+
+    runs, _ = quick_pipeline
+    files = sorted(runs.glob("pretrain/*.safetensors"))
+    assert [f.name.split("-")[0] for f in files] == ["resnet10", "resnet18"]
+    for file in files:
+        record = json.loads(file.with_suffix(".json").read_text())
+        assert record["source"]["annotations"].endswith("train/annotations.json")
+        assert record["config"]["iterations"] == PRESETS["quick"].pretrain_iterations
+    for job in plan(PRESETS["quick"], runs):
+        cfg = load_config(job.folder / "config.yaml")
+        backbone = "resnet18" if job.kind == "teacher" else "resnet10"
+        assert Path(cfg.train.init_weights).name.startswith(backbone) and Path(cfg.train.init_weights) in files
+    longer = module.PipelinePreset(**{**PRESETS["quick"].__dict__, "pretrain_iterations": 5})
+    assert not {j.key for j in plan(longer, tmp_path)} & {j.key for j in plan(PRESETS["quick"], tmp_path)}
 
 
 def test_study_lives_beside_the_demo_without_touching_its_runs(tmp_path):
     """The study has its own schedules: its runs go to RUNS/study/ (the data is shared), none of its folders
-    is one of the demo's, and its students infer with fewer proposals than the demo's."""
+    is one of the demo's, its teacher is the demo's (the same config, so the same shipped weights), and its
+    students train longer and infer with fewer proposals than the demo's."""
     demo, study = plan(PRESETS["demo"], tmp_path), plan(PRESETS["study"], tmp_path)
     assert {j.folder for j in demo}.isdisjoint(j.folder for j in study)
     assert all(j.folder.parent == tmp_path.resolve() / "study" for j in study)
@@ -95,7 +123,7 @@ def test_study_lives_beside_the_demo_without_touching_its_runs(tmp_path):
     methods = [j.method for j in study]
     assert methods.count("baseline") == methods.count("drkd") == methods.count("feature_imitation") == 3
     assert {"pr_only", "ir_only", "ir_no_filter", "ir_reference_filter", "ir_matrix"} <= set(methods)
-    assert study[0].config.train.iterations > demo[0].config.train.iterations
+    assert study[0].key == demo[0].key
     student = next(j for j in study if j.method == "baseline").config
     assert student.model.rpn_post_nms_top_n_test < demo[0].config.model.rpn_post_nms_top_n_test
     # one thread per student, so a run's result does not depend on how many train beside it

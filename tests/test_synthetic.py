@@ -161,3 +161,117 @@ def test_a_dataset_from_an_older_generator_is_redrawn(tmp_path):
     shutil.rmtree(root / "test")
     fresh = generate_dataset(root, preset="quick", seed=0, progress=False)
     assert fresh["generator_version"] == GENERATOR_VERSION and (root / "test" / "annotations.json").is_file()
+
+
+def _drawn_coco(preset, split: str, count: int, seed: int = 0) -> dict:
+    from drkd_viz.data.synthetic import _coco_dict
+
+    records = []
+    for i in range(count):
+        drawn = draw_image(np.random.default_rng(image_seed(seed, split, i)), preset)
+        h, w = drawn.pixels.shape[:2]
+        records.append(
+            {"index": i, "file_name": f"{i}.jpg", "height": h, "width": w, "objects": [vars(o) for o in drawn.objects]}
+        )
+    return _coco_dict(records, split, preset, seed)
+
+
+@pytest.mark.parametrize("preset", ["quick", "demo"])
+def test_no_instance_hides_inside_a_sibling_of_its_class(preset):
+    """Instances of a class share one style within an image, so two that overlap have no visible boundary:
+    version 4 drew small stars on a big star (its image 4). No same-class pair may overlap at all."""
+    from drkd_viz.data.synthetic import _overlap_too_much, same_class_overlaps
+
+    coco = _drawn_coco(PRESETS[preset], "train", 150)
+    assert same_class_overlaps(coco) == {"instances": 0, "fraction": 0.0, "images": 0}
+    by_key: dict = {}
+    for ann in coco["annotations"]:
+        by_key.setdefault((ann["image_id"], ann["category_id"]), []).append(ann["bbox"])
+    pairs = 0
+    for boxes in by_key.values():
+        for a in range(len(boxes)):
+            for b in range(a + 1, len(boxes)):
+                pairs += 1
+                assert not _overlap_too_much(boxes[a], boxes[b], iou=0.0, inside=0.0), (boxes[a], boxes[b])
+    assert pairs > 200  # siblings are common: the rule is exercised, not avoided
+
+
+def test_the_overlap_check_catches_a_small_instance_drawn_on_a_big_one():
+    from drkd_viz.data.synthetic import same_class_overlaps
+
+    coco = {
+        "annotations": [
+            {"image_id": 4, "category_id": 5, "bbox": [10, 10, 100, 100]},  # a big star
+            {"image_id": 4, "category_id": 5, "bbox": [40, 40, 12, 12]},  # a small star on it
+            {"image_id": 4, "category_id": 2, "bbox": [45, 45, 10, 10]},  # another class may overlap
+        ]
+    }
+    assert same_class_overlaps(coco) == {"instances": 2, "fraction": round(2 / 3, 4), "images": 1}
+
+
+def test_every_instance_has_a_visible_rim():
+    """The rim is dark on a bright surround and light on a dark one."""
+    from drkd_viz.data.shapes import outline_rim, render_alpha
+
+    alpha = render_alpha("square", 20, 20, 0.0)
+    fill = np.full((*alpha.shape, 3), 0.5, np.float32)
+    bright, dark = np.ones_like(fill), np.zeros_like(fill)
+    on_bright, on_dark = outline_rim(fill, alpha, bright, 1.0), outline_rim(fill, alpha, dark, 1.0)
+    edge = (alpha > 0.9) & (np.roll(alpha, 1, axis=0) < 0.1)  # pixels just inside the top edge
+    assert edge.any()
+    assert on_bright[edge].mean() < 0.3 and on_dark[edge].mean() > 0.7
+    centre = alpha.shape[0] // 2
+    assert np.allclose(on_bright[centre, centre], 0.5)  # the inside keeps its fill
+
+
+@pytest.mark.parametrize("preset", ["quick", "demo"])
+def test_size_mix_is_small_object_rich_with_one_to_sixteen_objects(preset):
+    """At least half the objects are small by COCO's area threshold on val and test, with 1..max objects
+    per image and several objects of a class in most multi-object images (what relations need)."""
+    spec = PRESETS[preset]
+    for split in ("val", "test"):
+        coco = _drawn_coco(spec, split, 120)
+        stats = dataset_statistics({split: coco})["splits"][split]
+        assert stats["size_fractions"]["small"] >= 0.5, stats["size_fractions"]
+        assert stats["objects_per_image"]["min"] >= 1 and stats["objects_per_image"]["max"] <= spec.max_objects
+        per_image: dict = {}
+        for ann in coco["annotations"]:
+            per_image.setdefault(ann["image_id"], []).append(ann["category_id"])
+        crowded = [cats for cats in per_image.values() if len(cats) >= 4]
+        with_siblings = sum(len(set(cats)) < len(cats) for cats in crowded)
+        assert with_siblings / len(crowded) > 0.8
+
+
+def test_calibration_variants_are_distinct_datasets(tmp_path):
+    """A preset object (a calibration variant) gets its own fingerprint; the same settings, the same one."""
+    from dataclasses import replace
+
+    from drkd_viz.data.synthetic import fingerprint
+
+    small = replace(PRESETS["quick"], split_sizes={"train": 3, "val": 2, "test": 2})
+    no_clutter = replace(small, clutter=0.0)
+    assert fingerprint(small, 0) != fingerprint(no_clutter, 0)
+    assert fingerprint(small, 0) == fingerprint(replace(small), 0)
+    stats = generate_dataset(tmp_path / "v", preset=no_clutter, seed=0, workers=1, progress=False)
+    assert stats["generator_settings"]["clutter"] == 0.0 and stats["splits"]["val"]["images"] == 2
+    assert "strength 0.6" in (tmp_path / "v" / "datasheet.md").read_text()
+
+
+def test_every_calibration_variant_changes_one_knob_of_the_base():
+    import importlib.util
+    from dataclasses import replace
+    from pathlib import Path
+
+    from drkd_viz.data.synthetic import fingerprint
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "calibrate_dataset.py"
+    spec = importlib.util.spec_from_file_location("calibrate_dataset", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    prints = set()
+    for name, knob, _, changes in module.VARIANTS:
+        variant = replace(module.BASE, **changes)
+        assert len(changes) == (0 if name == "base" else 1) and (knob in module.BASE_VALUE or name == "base")
+        prints.add(fingerprint(variant, 0))
+        draw_image(np.random.default_rng(image_seed(0, "val", 0)), variant)  # every variant draws
+    assert len(prints) == len(module.VARIANTS)

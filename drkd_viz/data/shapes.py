@@ -77,7 +77,6 @@ class ClassStyle:
     period: float  # pixels per pattern cycle
     angle: float  # pattern orientation, radians
     aspect: float  # width / height of the shape before rotation
-    outline: bool
 
 
 def hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
@@ -87,8 +86,9 @@ def hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
     return [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
 
 
-def sample_styles(rng: np.random.Generator, count: int) -> list[ClassStyle]:
-    """Styles for ``count`` classes of one image, with hues spread apart so classes differ."""
+def sample_styles(rng: np.random.Generator, count: int, patterns: tuple[str, ...] = PATTERNS) -> list[ClassStyle]:
+    """Styles for ``count`` classes of one image, with hues spread apart so classes differ; textures are
+    drawn from ``patterns``."""
     offset = rng.random()
     hues = (offset + np.arange(count) / max(count, 1) + rng.uniform(-0.04, 0.04, count)) % 1.0
     rng.shuffle(hues)
@@ -104,11 +104,10 @@ def sample_styles(rng: np.random.Generator, count: int) -> list[ClassStyle]:
             ClassStyle(
                 colour=colour,
                 second_colour=second,
-                pattern=str(rng.choice(PATTERNS)),
+                pattern=str(rng.choice(patterns)),
                 period=float(rng.uniform(3.0, 9.0)),
                 angle=float(rng.uniform(0, math.pi)),
                 aspect=float(np.exp(rng.uniform(-0.3, 0.3))),
-                outline=bool(rng.random() < 0.35),
             )
         )
     return styles
@@ -162,6 +161,22 @@ def render_texture(style: ClassStyle, shape: tuple[int, int], rng: np.random.Gen
     return np.clip(fill * shade, 0, 1)
 
 
+def outline_rim(fill: np.ndarray, alpha: np.ndarray, under: np.ndarray, strength: float) -> np.ndarray:
+    """``fill`` with a one-pixel rim inside the shape's edge, dark where what lies under the object is
+    bright and light where it is dark: every instance has a boundary you can see, against the background
+    and against another object it overlaps."""
+    mask = Image.fromarray((alpha * 255).astype(np.uint8))
+    eroded = np.asarray(mask.filter(ImageFilter.MinFilter(3)), np.float32) / 255.0
+    rim = np.clip(alpha - eroded, 0, 1)
+    if rim.sum() == 0:
+        return fill
+    luminance = under @ np.array([0.299, 0.587, 0.114], np.float32)
+    under_rim = float((luminance * rim).sum() / rim.sum())
+    colour = 0.0 if under_rim > 0.45 else 1.0
+    weight = (strength * rim)[..., None]
+    return fill * (1 - weight) + colour * weight
+
+
 # ---------------------------------------------------------------------------------------------
 # Backgrounds: real photographic / measured textures bundled with matplotlib, plus clutter.
 # ---------------------------------------------------------------------------------------------
@@ -197,9 +212,12 @@ def background_sources() -> tuple[np.ndarray, ...]:
     return tuple(sources)
 
 
-def render_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def render_background(
+    rng: np.random.Generator, height: int, width: int, clutter: float = 1.0, contrast: float = 0.65
+) -> np.ndarray:
     """A crop of a real texture, colour-jittered, blended with a gradient and overdrawn with clutter
-    (lines, arcs, soft blobs) that is not any of the object classes."""
+    (lines, arcs, soft blobs) that is not any of the object classes. ``clutter`` scales the number of
+    clutter strokes and blobs; ``contrast`` weighs the texture against its own mean colour."""
     sources = background_sources()
     src = sources[int(rng.integers(len(sources)))]
     sh, sw = src.shape[:2]
@@ -219,11 +237,11 @@ def render_background(rng: np.random.Generator, height: int, width: int) -> np.n
     bg = bg * (1 - alpha) + alpha * tint * (0.5 + 0.5 * grad[..., None])
     bg = bg * rng.uniform(0.6, 1.1) + rng.uniform(-0.1, 0.15)
     # lower the texture's contrast a little: objects stand out, the background still carries detail
-    bg = 0.65 * bg + 0.35 * bg.mean(axis=(0, 1), keepdims=True)
+    bg = contrast * bg + (1 - contrast) * bg.mean(axis=(0, 1), keepdims=True)
 
     img = Image.fromarray((np.clip(bg, 0, 1) * 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(2, 8))):
+    for _ in range(round(clutter * int(rng.integers(2, 8)))):
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         kind = rng.random()
         x, y = rng.uniform(0, width), rng.uniform(0, height)
@@ -245,7 +263,7 @@ def render_background(rng: np.random.Generator, height: int, width: int) -> np.n
             )
     blobs = Image.new("RGB", (width, height), (0, 0, 0))
     bdraw = ImageDraw.Draw(blobs)
-    for _ in range(int(rng.integers(2, 7))):
+    for _ in range(round(clutter * int(rng.integers(2, 7)))):
         x, y, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(6, 30)
         bdraw.ellipse(
             [x - r, y - r * rng.uniform(0.4, 1.6), x + r, y + r],

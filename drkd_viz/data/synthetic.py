@@ -32,17 +32,27 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from drkd_viz.data.shapes import CLASSES, render_alpha, render_background, render_texture, sample_styles
+from drkd_viz.data.shapes import (
+    CLASSES,
+    outline_rim,
+    render_alpha,
+    render_background,
+    render_texture,
+    sample_styles,
+)
 from drkd_viz.errors import UserError
 from drkd_viz.utils.io import atomic_write_json
 
-GENERATOR_VERSION = 4  # bump when drawing changes: cached datasets are then rebuilt
+GENERATOR_VERSION = 5  # bump when drawing changes: cached datasets are then rebuilt
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SMALL_AREA, MEDIUM_AREA = 32**2, 96**2  # COCO's thresholds on the annotation's area
 MIN_VISIBLE_FRACTION = 0.6  # objects more occluded than this are not drawn at all
 MAX_ROTATION = math.radians(30)  # shapes stay roughly upright: shape is what tells the classes apart
 MAX_PLACEMENT_OVERLAP = 0.3  # a new object may cover at most this fraction of an earlier one's box
 MIN_VISIBLE_AREA = 20.0  # pixels; anything smaller is not a detectable object
+# Instances of one class share one style within an image, so two of them that overlap have no visible
+# boundary: their boxes are kept this many pixels apart (version 4 drew small stars on a big star).
+SAME_CLASS_GAP = 2
 
 
 @dataclass(frozen=True)
@@ -56,14 +66,28 @@ class SyntheticPreset:
     # probability of an object being drawn small / medium / large, and the range of
     # sqrt(box area) in pixels for each (the mask's area is smaller than the box's)
     size_mix: tuple[float, float, float] = (0.5, 0.33, 0.17)
-    size_ranges: tuple[tuple[float, float], ...] = ((8.0, 36.0), (36.0, 100.0), (100.0, 180.0))
+    # the smallest objects start at 16 px: chosen on the teacher's val AP (scripts/calibrate_dataset.py)
+    size_ranges: tuple[tuple[float, float], ...] = ((16.0, 36.0), (36.0, 100.0), (100.0, 180.0))
     jpeg_quality: int = 92
+    # difficulty knobs (calibrated on the teacher's val AP: see scripts/calibrate_dataset.py)
+    clutter: float = 1.0  # multiplies the number of background lines, arcs and blobs (0: none)
+    # textures a class style may take (shapes.PATTERNS: also stripes, checker, dots, gradient, noise); solid
+    # fills were chosen on the teacher's val AP: patterns cut the shapes' edges, and at 16-36 px the shape
+    # is what tells the classes apart
+    patterns: tuple[str, ...] = ("solid",)
+    outline_contrast: float = 0.6  # every instance gets a dark or light rim of this strength (0: none)
+    background_contrast: float = 0.65  # weight of the texture against its own mean colour
+
+    def settings(self) -> dict:
+        """What determines the drawing (everything but the name): part of the dataset's fingerprint."""
+        settings = asdict(self)
+        settings.pop("name")
+        return settings
 
 
 PRESETS: dict[str, SyntheticPreset] = {
     "quick": SyntheticPreset("quick", {"train": 100, "val": 50, "test": 50}),
-    # small images with objects of the usual pixel sizes: a training step costs ~0.5x a 256 px one,
-    # which is what lets the demo pipeline (teacher + three students) fit in 15 minutes on 2 cores
+    # small images with objects of the usual pixel sizes: a training step costs ~0.5x a 256 px one
     "demo": SyntheticPreset(
         "demo",
         {"train": 2000, "val": 300, "test": 300},
@@ -71,9 +95,17 @@ PRESETS: dict[str, SyntheticPreset] = {
         max_side=192,
         max_objects=16,
         size_mix=(0.6, 0.32, 0.08),
-        size_ranges=((8.0, 36.0), (36.0, 96.0), (96.0, 140.0)),
+        size_ranges=((16.0, 36.0), (36.0, 96.0), (96.0, 140.0)),
     ),
 }
+
+
+def resolve_preset(preset: str | SyntheticPreset) -> SyntheticPreset:
+    if isinstance(preset, SyntheticPreset):
+        return preset
+    if preset not in PRESETS:
+        raise UserError(f"unknown dataset preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[preset]
 
 
 @dataclass
@@ -105,12 +137,12 @@ def draw_image(rng: np.random.Generator, preset: SyntheticPreset) -> DrawnImage:
     """Draw one image and its annotations."""
     height = int(rng.integers(preset.min_side // 16, preset.max_side // 16 + 1)) * 16
     width = int(rng.integers(preset.min_side // 16, preset.max_side // 16 + 1)) * 16
-    canvas = render_background(rng, height, width)
+    canvas = render_background(rng, height, width, clutter=preset.clutter, contrast=preset.background_contrast)
 
     n_objects = int(rng.integers(1, preset.max_objects + 1))
     n_classes = int(rng.integers(1, min(preset.max_classes_per_image, n_objects) + 1))
     classes = [CLASSES[i] for i in rng.choice(len(CLASSES), n_classes, replace=False)]
-    styles = dict(zip(classes, sample_styles(rng, n_classes), strict=True))
+    styles = dict(zip(classes, sample_styles(rng, n_classes, preset.patterns), strict=True))
     # every class present at least once, the rest spread at random: several siblings per class
     assignment = classes + [classes[i] for i in rng.integers(0, n_classes, n_objects - n_classes)]
 
@@ -126,9 +158,15 @@ def draw_image(rng: np.random.Generator, preset: SyntheticPreset) -> DrawnImage:
         if mh >= height or mw >= width:
             continue
         # a few tries to find a place that does not bury an earlier object (occlusion stays partial)
+        # and keeps clear of every sibling of the same class (same style: no boundary to see)
         for _ in range(8):
             x0, y0 = int(rng.integers(0, width - mw + 1)), int(rng.integers(0, height - mh + 1))
-            if all(_covered(x0, y0, mw, mh, other) <= MAX_PLACEMENT_OVERLAP for other in layers):
+            if all(
+                _apart(x0, y0, mw, mh, other)
+                if other[0] == category
+                else _covered(x0, y0, mw, mh, other) <= MAX_PLACEMENT_OVERLAP
+                for other in layers
+            ):
                 layers.append((category, style, alpha, x0, y0))
                 break
 
@@ -157,25 +195,34 @@ def draw_image(rng: np.random.Generator, preset: SyntheticPreset) -> DrawnImage:
         category, style, alpha, x0, y0 = layers[i]
         mh, mw = alpha.shape
         fill = render_texture(style, (mh, mw), rng)
-        if style.outline:
-            edge = np.clip(alpha * (1 - alpha) * 4, 0, 1)[..., None]
-            fill = fill * (1 - 0.7 * edge)
         region = canvas[y0 : y0 + mh, x0 : x0 + mw]
+        if preset.outline_contrast > 0:
+            fill = outline_rim(fill, alpha, region, preset.outline_contrast)
         region[...] = region * (1 - alpha[..., None]) + fill * alpha[..., None]
         ys, xs = np.nonzero(visible[i] >= 0.5)
         if len(xs) == 0:
             continue
         bx0, by0, bx1, by1 = x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1
+        # the coverage inside the tight box (anti-aliased fringes outside it are under half a pixel each)
+        inside = visible[i][ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
         objects.append(
             DrawnObject(
                 category=category,
                 bbox=[float(bx0), float(by0), float(bx1 - bx0), float(by1 - by0)],
-                area=round(float(visible[i].sum()), 2),
+                area=round(float(inside.sum()), 2),
                 visible_fraction=round(float(visible[i].sum() / alpha.sum()), 3),
             )
         )
     pixels = (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
     return DrawnImage(pixels=pixels, objects=objects)
+
+
+def _apart(x0: int, y0: int, w: int, h: int, other: tuple) -> bool:
+    """True if a box at (x0, y0, w, h) keeps ``SAME_CLASS_GAP`` pixels from ``other``'s box."""
+    _, _, alpha, ox, oy = other
+    oh, ow = alpha.shape
+    g = SAME_CLASS_GAP
+    return x0 + w + g <= ox or ox + ow + g <= x0 or y0 + h + g <= oy or oy + oh + g <= y0
 
 
 def _covered(x0: int, y0: int, w: int, h: int, other: tuple) -> float:
@@ -187,9 +234,8 @@ def _covered(x0: int, y0: int, w: int, h: int, other: tuple) -> float:
     return ix * iy / (ow * oh)
 
 
-def _draw_and_save(job: tuple[int, str, int, str, str]) -> dict:
-    seed, split, index, preset_name, images_dir = job
-    preset = PRESETS[preset_name]
+def _draw_and_save(job: tuple[int, str, int, SyntheticPreset, str]) -> dict:
+    seed, split, index, preset, images_dir = job
     drawn = draw_image(np.random.default_rng(image_seed(seed, split, index)), preset)
     file_name = f"{index + 1:06d}.jpg"
     buffer = io.BytesIO()
@@ -232,11 +278,13 @@ def _coco_dict(records: list[dict], split: str, preset: SyntheticPreset, seed: i
     return {"info": info, "images": images, "annotations": annotations, "categories": categories}
 
 
-def fingerprint(preset: str, seed: int) -> str:
-    return hashlib.sha256(f"{preset}:{seed}:{GENERATOR_VERSION}".encode()).hexdigest()[:16]
+def fingerprint(preset: str | SyntheticPreset, seed: int) -> str:
+    spec = resolve_preset(preset)
+    settings = json.dumps(spec.settings(), sort_keys=True)
+    return hashlib.sha256(f"{spec.name}:{seed}:{GENERATOR_VERSION}:{settings}".encode()).hexdigest()[:16]
 
 
-def is_complete(out_dir: Path, preset: str, seed: int) -> bool:
+def is_complete(out_dir: Path, preset: str | SyntheticPreset, seed: int) -> bool:
     stats_file = Path(out_dir) / "stats.json"
     if not stats_file.is_file():
         return False
@@ -255,13 +303,13 @@ def _older_version_of(out: Path, preset: str, seed: int) -> bool:
     return (
         stats.get("preset") == preset
         and stats.get("seed") == seed
-        and stats.get("generator_version") != GENERATOR_VERSION
+        and stats.get("fingerprint") != fingerprint(preset, seed)
     )
 
 
 def generate_dataset(
     out_dir: str | os.PathLike,
-    preset: str = "demo",
+    preset: str | SyntheticPreset = "demo",
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
@@ -269,33 +317,32 @@ def generate_dataset(
 ) -> dict:
     """Write the embedded dataset to ``out_dir`` and return its statistics.
 
-    If ``out_dir`` already holds the same (preset, seed, generator version), nothing is redrawn.
+    ``preset`` is a name of :data:`PRESETS` or a :class:`SyntheticPreset` (calibration variants). If
+    ``out_dir`` already holds the same (preset settings, seed, generator version), nothing is redrawn.
     The dataset is built in a temporary sibling folder and moved into place at the end, so an
     interrupted run never leaves a half-written dataset behind.
     """
-    if preset not in PRESETS:
-        raise UserError(f"unknown dataset preset {preset!r}; choose one of {sorted(PRESETS)}")
+    spec = resolve_preset(preset)
     out = Path(out_dir)
-    if is_complete(out, preset, seed) and not overwrite:
+    if is_complete(out, spec, seed) and not overwrite:
         return json.loads((out / "stats.json").read_text())
-    if out.exists() and any(out.iterdir()) and not overwrite and not _older_version_of(out, preset, seed):
+    if out.exists() and any(out.iterdir()) and not overwrite and not _older_version_of(out, spec.name, seed):
         raise UserError(
-            f"{out} exists and does not hold the {preset!r} dataset with seed {seed}; "
+            f"{out} exists and does not hold the {spec.name!r} dataset with seed {seed}; "
             "choose another --out or pass --overwrite"
         )
-    spec = PRESETS[preset]
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     started = time.perf_counter()
     jobs = []
     for split in SPLITS:
         (tmp / split / "images").mkdir(parents=True)
-        jobs += [(seed, split, i, preset, str(tmp / split / "images")) for i in range(spec.split_sizes[split])]
+        jobs += [(seed, split, i, spec, str(tmp / split / "images")) for i in range(spec.split_sizes[split])]
 
     from tqdm.auto import tqdm
 
     workers = workers or min(os.cpu_count() or 1, 8)
-    bar = tqdm(total=len(jobs), desc=f"drawing {preset} dataset", unit="img", disable=not progress)
+    bar = tqdm(total=len(jobs), desc=f"drawing {spec.name} dataset", unit="img", disable=not progress)
     results: dict[str, list[dict]] = {s: [] for s in SPLITS}
     if workers == 1:
         for job in jobs:
@@ -314,15 +361,17 @@ def generate_dataset(
         atomic_write_json(tmp / split / "annotations.json", coco[split], indent=None)
     stats = dataset_statistics(coco)
     stats.update(
-        preset=preset,
+        preset=spec.name,
         seed=seed,
         generator_version=GENERATOR_VERSION,
-        fingerprint=fingerprint(preset, seed),
+        generator_settings=spec.settings(),
+        same_class_overlaps=same_class_overlaps(coco["test"]),
+        fingerprint=fingerprint(spec, seed),
         generation_seconds=round(time.perf_counter() - started, 2),
     )
     from drkd_viz.data.datasheet import write_datasheet
 
-    write_datasheet(tmp, stats, coco)
+    write_datasheet(tmp, stats, coco, spec)
     atomic_write_json(tmp / "stats.json", stats)  # written last: marks the folder complete
     if out.exists():
         shutil.rmtree(out)
@@ -371,3 +420,29 @@ HIST_EDGES = (0, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 def _sqrt_area_histogram(anns: list[dict]) -> dict:
     counts, _ = np.histogram([math.sqrt(a["area"]) for a in anns], bins=HIST_EDGES)
     return {"edges": list(HIST_EDGES), "counts": counts.tolist()}
+
+
+def same_class_overlaps(coco: dict, iou: float = 0.3, inside: float = 0.8) -> dict:
+    """Instances that overlap another of their class in their image (IoU above ``iou``, or more than
+    ``inside`` of the smaller box within the other): drawn in one style, such an instance has no visible
+    boundary, so its box is label noise. Returns counts and the fraction of instances affected."""
+    boxes_by_key: dict[tuple[int, int], list[list[float]]] = {}
+    for ann in coco["annotations"]:
+        boxes_by_key.setdefault((ann["image_id"], ann["category_id"]), []).append(ann["bbox"])
+    affected, images = 0, set()
+    for (image_id, _), boxes in boxes_by_key.items():
+        for a, box in enumerate(boxes):
+            if any(_overlap_too_much(box, other, iou, inside) for b, other in enumerate(boxes) if b != a):
+                affected += 1
+                images.add(image_id)
+    total = max(len(coco["annotations"]), 1)
+    return {"instances": affected, "fraction": round(affected / total, 4), "images": len(images)}
+
+
+def _overlap_too_much(a: list[float], b: list[float], iou: float, inside: float) -> bool:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area_a, area_b = a[2] * a[3], b[2] * b[3]
+    union = area_a + area_b - inter
+    return inter / max(union, 1e-9) > iou or inter / max(min(area_a, area_b), 1e-9) > inside

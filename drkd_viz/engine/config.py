@@ -64,8 +64,9 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.02  # for the global batch
-    momentum: float = 0.9
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 1e-4
     warmup_iters: int = 100
     warmup_factor: float = 0.001  # lr starts at lr * warmup_factor and grows linearly

@@ -20,7 +20,7 @@ import torch
 
 from drkd_viz.distill.objective import Objective, build_objective
 from drkd_viz.engine import checkpoint as ckpt_io
-from drkd_viz.engine.config import RunConfig, dump_config
+from drkd_viz.engine.config import OptimConfig, RunConfig, dump_config
 from drkd_viz.engine.data import IterationBatches, ensure_embedded_data, open_split, training_loader
 from drkd_viz.engine.distributed import DistInfo, barrier, broadcast_object, gather_objects, init_distributed, shutdown
 from drkd_viz.engine.inference import class_table, evaluate_model, export_student, to_device
@@ -134,9 +134,7 @@ def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: b
             load_weights(student, cfg.train.init_weights, skip_mismatched=cfg.train.skip_mismatched)
         objective: Objective = build_objective(student, cfg.distill, cfg.model, device).to(device)
         params = [p for p in objective.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(
-            params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay
-        )
+        optimizer = build_optimizer(params, cfg.optim)
         total = cfg.train.iterations
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.optim, total))
         use_amp = cfg.optim.amp and device.type == "cuda"
@@ -277,6 +275,12 @@ def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: b
     finally:
         torch.set_num_threads(caller_threads)
         shutdown(info)
+
+
+def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def _checksum(state: dict[str, torch.Tensor]) -> str:

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import yaml
 
 from drkd_viz.distill.config import ABLATIONS
 from drkd_viz.engine.config import RunConfig, dump_config, load_config, merge_sections
+from drkd_viz.engine.pretrain import PretrainConfig
 from drkd_viz.engine.runs import RunFolder
 from drkd_viz.errors import UserError
 from drkd_viz.utils.io import atomic_write_json
@@ -47,6 +48,9 @@ class PipelinePreset:
     subfolder: str = ""
     # students trained at once after the teacher (each in its own process, with its config's threads)
     parallel_jobs: int = 1
+    # steps of backbone pre-training on crops of the train split (the stand-in for ImageNet weights);
+    # 0: detectors start from scratch. Each backbone is pre-trained once and cached in RUNS/pretrain/.
+    pretrain_iterations: int = 0
 
 
 _TINY_MODEL = {
@@ -59,16 +63,16 @@ _TINY_MODEL = {
     "box_batch_size_per_image": 64,
 }
 
-# Measured on 2 CPU cores (160-192 px demo images, batch 8): teacher 0.67 s/step, student 0.37 s/step,
-# a distilled student step ~0.55 s; 600 + 3 x 200 steps leave ~2 minutes for data, evaluation and the report.
+# The demo's teacher is trained once (pre-trained ResNet-18 backbone, then DEMO_TEACHER_ITERATIONS steps)
+# and shipped with the package (drkd_viz/shipped/), so the README's main job installs it instead of
+# training it; `drkd-viz pipeline --preset demo --no-shipped` rebuilds it. The students are trained in the
+# demo itself: on 2 cores (this machine: student step ~1.0 s, distilled ~1.4 s, batch 8) three students of
+# DEMO_STUDENT_ITERATIONS steps, their backbone's pre-training, data and evaluation fit in about 20 minutes.
 DEMO_TEACHER_ITERATIONS = 600
 DEMO_STUDENT_ITERATIONS = 200
-# The study's own schedule: a teacher trained to a gap worth closing (at 600 iterations it is barely
-# past the start of its learning curve: val AP 6.7 at 800), and students trained long enough to learn
-# (at 300 iterations every student stayed below 1 AP, so there was nothing for distillation to improve;
-# at 1000 the baseline reaches val AP 7.5). Students train on one thread each, two at a time: on 2 cores
-# that is ~1.25x the throughput of one run on both threads (a DRKD step: 0.83 s each vs 0.52 s alone).
-STUDY_TEACHER_ITERATIONS = 2000
+DEMO_PRETRAIN_ITERATIONS = 300
+# The study uses the demo's teacher and trains its students longer (one thread each, two at a time: on 2
+# cores ~1.25x the throughput of one run on both threads).
 STUDY_STUDENT_ITERATIONS = 1000
 
 PRESETS: dict[str, PipelinePreset] = {
@@ -88,6 +92,7 @@ PRESETS: dict[str, PipelinePreset] = {
         },
         methods=("baseline", "feature_imitation", "drkd"),
         seeds=(0,),
+        pretrain_iterations=4,
         notes="tiny budgets for tests, notebooks' fast mode and app tests; the numbers are not meaningful",
     ),
     "demo": PipelinePreset(
@@ -99,14 +104,15 @@ PRESETS: dict[str, PipelinePreset] = {
         student={"train": {"iterations": DEMO_STUDENT_ITERATIONS}},
         methods=("baseline", "feature_imitation", "drkd"),
         seeds=(0,),
-        notes="the embedded default: one seed of each method, sized to finish in 15 minutes on 2 CPU cores",
+        pretrain_iterations=DEMO_PRETRAIN_ITERATIONS,
+        notes="the embedded default: the shipped teacher and one seed of each student, about 20 minutes on 2 CPU cores",
     ),
     "study": PipelinePreset(
         name="study",
         dataset="demo",
         family="faster_rcnn",
         base="demo",
-        teacher={"train": {"iterations": STUDY_TEACHER_ITERATIONS}},
+        teacher={"train": {"iterations": DEMO_TEACHER_ITERATIONS}},  # the demo's (shipped) teacher
         student={
             # at most 16 objects an image: 100 proposals suffice at test time (COCO keeps 100 detections), and
             # they make the student's inference cheaper where the backbone no longer dominates (160 px)
@@ -116,9 +122,10 @@ PRESETS: dict[str, PipelinePreset] = {
         methods=("baseline", "feature_imitation", *ABLATIONS),  # drkd and every ablation
         seeds=(0, 1, 2),
         ablation_seeds=(0,),
-        notes="three seeds of the comparison and one of each ablation, with a longer-trained teacher",
+        notes="three seeds of the comparison and one of each ablation, students trained longer than the demo's",
         subfolder="study",
         parallel_jobs=2,
+        pretrain_iterations=DEMO_PRETRAIN_ITERATIONS,
     ),
 }
 
@@ -132,7 +139,8 @@ class Job:
     config: RunConfig
     folder: Path
     key: str = ""
-    status: str = "pending"  # cached | resumed | trained
+    status: str = "pending"  # cached | resumed | trained | shipped | evaluated
+    pretrain: PretrainConfig | None = None  # how its init_weights are made, when the pipeline makes them
 
 
 def _base_section(preset: PipelinePreset, role: str) -> dict:
@@ -154,6 +162,36 @@ def config_key(cfg: RunConfig, runs: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def pretrain_config(preset: PipelinePreset, backbone: str) -> PretrainConfig:
+    return PretrainConfig(backbone=backbone, iterations=preset.pretrain_iterations)
+
+
+def pretrained_weights(preset: PipelinePreset, runs: Path, backbone: str, dataset_seed: int = 0) -> Path:
+    """Where a preset's pre-trained ``backbone`` lives: the name hashes what determines it (its config,
+    and the dataset preset, seed and generator version it was trained on), so a change makes a new file
+    and every run initialised from it stale."""
+    from drkd_viz.data.synthetic import fingerprint
+
+    cfg = json.dumps(asdict(pretrain_config(preset, backbone)), sort_keys=True)
+    key = hashlib.sha256(f"{cfg} {fingerprint(preset.dataset, dataset_seed)}".encode()).hexdigest()[:12]
+    return runs.resolve() / "pretrain" / f"{backbone}-{key}.safetensors"
+
+
+def ensure_pretrained(jobs: list[Job], quiet: bool) -> None:
+    """Pre-train every backbone that these jobs start from and that is not there yet (call it for jobs still
+    to train; before students run in parallel, so that two workers never write the same file)."""
+    from drkd_viz.engine.pretrain import pretrain_backbone
+
+    for job in jobs:
+        weights = job.config.train.init_weights
+        if not weights or job.pretrain is None or Path(weights).is_file():
+            continue
+        root = Path(job.config.data.root)
+        pretrain_backbone(
+            root / "train" / "images", root / "train" / "annotations.json", weights, job.pretrain, progress=not quiet
+        )
+
+
 def plan(preset: PipelinePreset, runs: Path) -> list[Job]:
     runs = runs.resolve()
     data = {"data": {"root": str(runs / "data"), "preset": preset.dataset}}
@@ -163,11 +201,26 @@ def plan(preset: PipelinePreset, runs: Path) -> list[Job]:
         merge_sections(_base_section(preset, "teacher"), preset.teacher), {**data, "name": "teacher"}
     )
     teacher_raw["model"]["family"] = preset.family
-    jobs = [
-        Job("teacher", "teacher", "teacher", teacher_raw.get("seed", 0), load_config(data=teacher_raw), teacher_dir)
-    ]
     student_base = merge_sections(merge_sections(_base_section(preset, "student"), preset.student), data)
     student_base["model"]["family"] = preset.family
+    pretrain: dict[str, PretrainConfig | None] = {"teacher": None, "student": None}
+    if preset.pretrain_iterations:
+        for role, raw in (("teacher", teacher_raw), ("student", student_base)):
+            backbone = raw["model"]["backbone"]
+            pretrain[role] = pretrain_config(preset, backbone)
+            weights = pretrained_weights(preset, runs, backbone)
+            raw["train"] = {**raw.get("train", {}), "init_weights": str(weights)}
+    jobs = [
+        Job(
+            "teacher",
+            "teacher",
+            "teacher",
+            teacher_raw.get("seed", 0),
+            load_config(data=teacher_raw),
+            teacher_dir,
+            pretrain=pretrain["teacher"],
+        )
+    ]
     for method in preset.methods:
         seeds = preset.seeds if method in ("baseline", "feature_imitation", "drkd") else preset.ablation_seeds
         for seed in seeds:
@@ -181,7 +234,15 @@ def plan(preset: PipelinePreset, runs: Path) -> list[Job]:
                     )
                 raw["distill"] = {"method": "drkd", "teacher": str(teacher_dir), **ABLATIONS[method]}
             jobs.append(
-                Job(f"{method}-s{seed}", "student", method, seed, load_config(data=raw), home / f"{method}-s{seed}")
+                Job(
+                    f"{method}-s{seed}",
+                    "student",
+                    method,
+                    seed,
+                    load_config(data=raw),
+                    home / f"{method}-s{seed}",
+                    pretrain=pretrain["student"],
+                )
             )
     teacher_key = config_key(jobs[0].config, runs)
     for job in jobs:
@@ -219,9 +280,11 @@ def _state(job: Job) -> str:
     )
 
 
-def run_job(job: Job, quiet: bool) -> None:
+def run_job(job: Job, quiet: bool, use_shipped: bool = True) -> None:
+    """Train (or resume, or install from the package's shipped weights) and evaluate one run."""
     from drkd_viz.engine.inference import evaluate_run
     from drkd_viz.engine.trainer import train
+    from drkd_viz.experiments.shipped import find_shipped, install
 
     state = _state(job)
     if state == "finished":
@@ -234,7 +297,12 @@ def run_job(job: Job, quiet: bool) -> None:
     job.folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(job.folder / "pipeline.json", {"config_key": job.key, "method": job.method, "seed": job.seed})
     manifest = RunFolder(job.folder).read_manifest()
-    if manifest.get("status") != "finished":
+    shipped = find_shipped(job.key) if use_shipped and job.kind == "teacher" else None
+    if manifest.get("status") != "finished" and shipped is not None:
+        install(shipped, job.folder, job.config)
+        job.status = "shipped"
+    elif manifest.get("status") != "finished":
+        ensure_pretrained([job], quiet)
         resume = (job.folder / "config.yaml").is_file()
         train(job.config, job.folder, resume=resume, quiet=quiet)
         job.status = "resumed" if resume else "trained"
@@ -271,12 +339,17 @@ def _run_in_parallel(jobs: list[Job], workers: int, bar: Any) -> None:
 
 
 def run_pipeline(
-    preset_name: str, runs: str | os.PathLike, quiet: bool = False, jobs: int | None = None
+    preset_name: str,
+    runs: str | os.PathLike,
+    quiet: bool = False,
+    jobs: int | None = None,
+    use_shipped: bool = True,
 ) -> dict[str, Any]:
     """Run (or reuse) every job of a preset and write the report; returns the report dict.
 
     ``jobs``: students trained at once (default: the preset's ``parallel_jobs``). Each run's result depends
-    only on its config (its thread count included), not on how many run beside it."""
+    only on its config (its thread count included), not on how many run beside it. ``use_shipped``: a
+    teacher whose config matches a model shipped with the package is installed from it, not trained."""
     from tqdm.auto import tqdm
 
     from drkd_viz.engine.data import ensure_embedded_data
@@ -301,9 +374,10 @@ def run_pipeline(
     for job in planned:
         if job not in parallel:
             bar.set_postfix_str(job.name)
-            run_job(job, quiet=quiet)
+            run_job(job, quiet=quiet, use_shipped=use_shipped)
             bar.update()
     if parallel:
+        ensure_pretrained(parallel, quiet)  # here, once: workers sharing a backbone must not race to write it
         _run_in_parallel(parallel, min(workers, len(parallel)), bar)
     bar.close()
     return write_report(preset, planned, runs, wall_seconds=time.time() - started)

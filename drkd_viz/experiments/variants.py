@@ -20,7 +20,7 @@ from drkd_viz.distill.config import formula
 from drkd_viz.engine.config import RunConfig, load_config, merge_sections
 from drkd_viz.engine.runs import RunFolder
 from drkd_viz.errors import UserError
-from drkd_viz.experiments.pipeline import PRESETS, plan, student_key
+from drkd_viz.experiments.pipeline import PRESETS, ensure_pretrained, plan, student_key
 from drkd_viz.utils.io import atomic_write_json
 
 VARIANT_METHODS = ("baseline", "feature_imitation", "drkd")
@@ -87,7 +87,8 @@ def train_variant(runs: str | os.PathLike, preset: str, variant: Variant, quiet:
 
     runs = Path(runs).resolve()
     cfg = variant_config(runs, preset, variant)
-    key = student_key(cfg, runs, plan(PRESETS[preset], runs)[0].key)
+    jobs = plan(PRESETS[preset], runs)
+    key = student_key(cfg, runs, jobs[0].key)
     folder = runs / "variants" / f"{variant.name()}-{key[:10]}"
     metrics_file = folder / "eval" / "val" / "metrics.json"
     manifest = RunFolder(folder).read_manifest() if folder.exists() else {}
@@ -96,6 +97,7 @@ def train_variant(runs: str | os.PathLike, preset: str, variant: Variant, quiet:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(folder / "pipeline.json", {"config_key": key, "method": variant.method, "seed": variant.seed})
         if manifest.get("status") != "finished":
+            ensure_pretrained([next(j for j in jobs if j.method == "baseline")], quiet)  # the students' backbone
             manifest = train(cfg, folder, resume=(folder / "config.yaml").is_file(), quiet=quiet)
         if not metrics_file.is_file():
             evaluate_run(folder, split="val", progress=not quiet)
