@@ -44,7 +44,7 @@ def test_unknown_key_lists_valid_ones_and_suggests(tmp_path):
         load_config(path)
     msg = str(err.value)
     assert "optim: unknown key 'lrr' (did you mean 'lr'?)" in msg
-    assert "valid keys are: lr, momentum, weight_decay" in msg
+    assert "valid keys are: optimizer, lr, momentum, weight_decay" in msg
 
 
 @pytest.mark.parametrize(
