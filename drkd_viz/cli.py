@@ -72,14 +72,14 @@ def pretrain(
 ) -> None:
     """Pre-train a backbone as a classifier of object and background crops of the train split only
     (a stand-in for ImageNet weights); load it with train.init_weights."""
+    from drkd_viz.engine.config import DataConfig
     from drkd_viz.engine.pretrain import PretrainConfig, pretrain_backbone
 
     cfg = PretrainConfig(
         backbone=backbone, iterations=iterations, batch_size=batch_size, seed=seed, threads=threads or None
     )
-    record = pretrain_backbone(
-        data / "train" / "images", data / "train" / "annotations.json", out, cfg, progress=not quiet
-    )
+    images, annotations = DataConfig(root=str(data)).split_paths("train")
+    record = pretrain_backbone(images, annotations, out, cfg, progress=not quiet)
     typer.echo(
         f"{backbone} pre-trained in {record['seconds']} s on {record['crops']['train']} crops: held-out accuracy "
         f"{record['held_out_accuracy']:.1%} (chance {record['chance_accuracy']:.1%}); weights: {out}"

@@ -66,8 +66,8 @@ _TINY_MODEL = {
 # The demo's teacher is trained once (pre-trained ResNet-18 backbone, then DEMO_TEACHER_ITERATIONS steps)
 # and shipped with the package (drkd_viz/shipped/), so the README's main job installs it instead of
 # training it; `drkd-viz pipeline --preset demo --no-shipped` rebuilds it. The students are trained in the
-# demo itself: on 2 cores (this machine: student step ~1.0 s, distilled ~1.4 s, batch 8) three students of
-# DEMO_STUDENT_ITERATIONS steps, their backbone's pre-training, data and evaluation fit in about 20 minutes.
+# demo itself: on 2 cores (student step ~1.1 s, distilled 1.6-1.8 s, batch 8) three students of
+# DEMO_STUDENT_ITERATIONS steps, their backbone's pre-training, data and evaluation took 22.4 minutes.
 DEMO_TEACHER_ITERATIONS = 600
 DEMO_STUDENT_ITERATIONS = 200
 DEMO_PRETRAIN_ITERATIONS = 300
@@ -186,10 +186,8 @@ def ensure_pretrained(jobs: list[Job], quiet: bool) -> None:
         weights = job.config.train.init_weights
         if not weights or job.pretrain is None or Path(weights).is_file():
             continue
-        root = Path(job.config.data.root)
-        pretrain_backbone(
-            root / "train" / "images", root / "train" / "annotations.json", weights, job.pretrain, progress=not quiet
-        )
+        images, annotations = job.config.data.split_paths("train")
+        pretrain_backbone(images, annotations, weights, job.pretrain, progress=not quiet)
 
 
 def plan(preset: PipelinePreset, runs: Path) -> list[Job]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,8 +90,6 @@ def load_shipped_state(model: ShippedModel, folder: Path = SHIPPED_DIR) -> dict[
 def install(model: ShippedModel, run_dir: Path, cfg: RunConfig, folder: Path = SHIPPED_DIR) -> None:
     """Write a finished run folder (config, export, manifest) holding the shipped model; ``cfg`` is the
     pipeline job's config (its paths point into this runs folder)."""
-    from dataclasses import replace
-
     from safetensors.torch import save
 
     from drkd_viz.engine.config import dump_config
@@ -139,8 +137,7 @@ def _evaluate_state(
 
     model = build_detector(DetectorConfig(**detector))
     model.load_state_dict(state)
-    data.max_eval_images = max_images
-    dataset = open_split(data, split, train=False)
+    dataset = open_split(replace(data, max_eval_images=max_images), split, train=False)
     with tempfile.TemporaryDirectory() as tmp:
         result = evaluate_model(model, dataset, Path(tmp), torch.device("cpu"), 8, progress=False)
     return {k: result.stats[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
