@@ -5,12 +5,17 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup setup-demo demo test lint bench clean
 
+# everything (every extra, the test tools, Chromium for the browser tests)
 setup:
-	@scripts/setup.sh
+	@scripts/setup.sh test
 
-demo: setup
+# what the demo needs: the core plus the dashboard and the notebooks
+setup-demo:
+	@scripts/setup.sh demo
+
+demo: setup-demo
 	$(BIN)/drkd-viz demo $(if $(HEADLESS),--headless)
 
 # figures and screenshots the tests save for a person to look at (temporary folders are removed)
@@ -29,6 +34,8 @@ bench: setup
 	$(BIN)/python bench/eval_speed.py
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/drkd_overhead.py
+	$(BIN)/python bench/onnx_speed.py --run runs/demo/baseline-s0
+	$(BIN)/python bench/install_size.py
 	$(BIN)/python bench/app_latency.py --runs runs/demo
 
 clean:

@@ -4,7 +4,8 @@ between their results on the same detections.
     python bench/eval_speed.py [--repeats 3]
 
 Detections are ground-truth boxes jittered (two per object, 20 % with a wrong class) plus random
-false positives, on (a) the 158 real COCO val2017 photos in ../shared and (b) the embedded
+false positives, on (a) the 55 real COCO val2017 photos in tests/data/coco_mini (or any COCO
+annotation file given with --coco) and (b) the embedded
 dataset's demo test split (generated if absent; about 15 s).
 """
 
@@ -52,11 +53,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--runs", type=Path, default=REPO / "runs", help="runs folder holding demo/data")
+    parser.add_argument(
+        "--coco", type=Path, default=REPO / "tests" / "data" / "coco_mini" / "annotations.json", help="COCO annotations"
+    )
     args = parser.parse_args()
 
-    mini = REPO.parent / "shared" / "data" / "coco_val2017_mini" / "annotations.json"
-    gt = json.loads(mini.read_text())
-    bench("real COCO val2017 (mini)", gt, perturbed_detections(gt, 0, false_per_image=60), args.repeats)
+    gt = json.loads(args.coco.read_text())
+    bench(f"real COCO ({args.coco.parent.name})", gt, perturbed_detections(gt, 0, false_per_image=60), args.repeats)
 
     from drkd_viz.data.synthetic import generate_dataset
 

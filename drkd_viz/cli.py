@@ -5,12 +5,51 @@ from __future__ import annotations
 import os
 import sys
 import time
+from enum import Enum
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from drkd_viz.engine.runs import default_runs
 from drkd_viz.errors import UserError
+
+
+# Typed choices: `--help` lists them, and a typo fails at once with the list.
+class DatasetPreset(str, Enum):
+    quick = "quick"
+    demo = "demo"
+
+
+class PipelinePresetName(str, Enum):
+    quick = "quick"
+    demo = "demo"
+    study = "study"
+
+
+class Split(str, Enum):
+    val = "val"
+    test = "test"
+
+
+class Backend(str, Enum):
+    faster = "faster"
+    pycocotools = "pycocotools"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Backbone(str, Enum):
+    resnet10 = "resnet10"
+    resnet18 = "resnet18"
+    resnet34 = "resnet34"
+    resnet50 = "resnet50"
+    resnet101 = "resnet101"
+
 
 app = typer.Typer(
     name="drkd-viz",
@@ -19,6 +58,21 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"drkd-viz {metadata.version('drkd_viz')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Teach, run and analyse Dual Relation Knowledge Distillation (DRKD) for object detection."""
 
 
 def _print_stats_table(stats: dict) -> None:
@@ -36,8 +90,8 @@ def _print_stats_table(stats: dict) -> None:
 def data(
     out: Annotated[Path, typer.Option(help="Folder to write the dataset to (train/val/test + datasheet).")],
     preset: Annotated[
-        str, typer.Option(help="Dataset size: 'quick' (~100/50/50 images) or 'demo' (2000/300/300).")
-    ] = "demo",
+        DatasetPreset, typer.Option(help="Dataset size: quick (~100/50/50 images) or demo (2000/300/300).")
+    ] = DatasetPreset.demo,
     seed: Annotated[int, typer.Option(help="Seed; the same (preset, seed) gives byte-identical annotations.")] = 0,
     workers: Annotated[int, typer.Option(help="Drawing processes (0 = one per CPU core, up to 8).")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace a different dataset already in --out.")] = False,
@@ -48,11 +102,11 @@ def data(
 
     started = time.perf_counter()
     stats = generate_dataset(
-        out, preset=preset, seed=seed, workers=workers or None, progress=not quiet, overwrite=overwrite
+        out, preset=preset.value, seed=seed, workers=workers or None, progress=not quiet, overwrite=overwrite
     )
     _print_stats_table(stats)
     typer.echo(
-        f"dataset '{preset}' (seed {seed}) ready in {out} after {time.perf_counter() - started:.1f} s "
+        f"dataset '{preset.value}' (seed {seed}) ready in {out} after {time.perf_counter() - started:.1f} s "
         f"(generation took {stats['generation_seconds']} s); datasheet: {out / 'datasheet.md'}"
     )
 
@@ -61,9 +115,7 @@ def data(
 def pretrain(
     data: Annotated[Path, typer.Option(help="Dataset root with train/images and train/annotations.json.")],
     out: Annotated[Path, typer.Option(help="Weights file to write (.safetensors); a .json record goes beside it.")],
-    backbone: Annotated[
-        str, typer.Option(help="ResNet backbone: resnet10, resnet18, resnet34, resnet50, resnet101.")
-    ] = "resnet10",
+    backbone: Annotated[Backbone, typer.Option(help="ResNet backbone to pre-train.")] = Backbone.resnet10,
     iterations: Annotated[int, typer.Option(help="Training steps of the crop classifier.")] = 600,
     batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
@@ -76,12 +128,12 @@ def pretrain(
     from drkd_viz.engine.pretrain import PretrainConfig, pretrain_backbone
 
     cfg = PretrainConfig(
-        backbone=backbone, iterations=iterations, batch_size=batch_size, seed=seed, threads=threads or None
+        backbone=backbone.value, iterations=iterations, batch_size=batch_size, seed=seed, threads=threads or None
     )
     images, annotations = DataConfig(root=str(data)).split_paths("train")
     record = pretrain_backbone(images, annotations, out, cfg, progress=not quiet)
     typer.echo(
-        f"{backbone} pre-trained in {record['seconds']} s on {record['crops']['train']} crops: held-out accuracy "
+        f"{backbone.value} pre-trained in {record['seconds']} s on {record['crops']['train']} crops: held-out accuracy "
         f"{record['held_out_accuracy']:.1%} (chance {record['chance_accuracy']:.1%}); weights: {out}"
     )
 
@@ -109,14 +161,17 @@ def check_data(
 @app.command("eval")
 def evaluate(
     run: Annotated[Path | None, typer.Option(help="Run folder: evaluate its trained detector on --split.")] = None,
-    split: Annotated[str, typer.Option(help="With --run: 'val' (tuning) or 'test' (reported numbers).")] = "val",
+    split: Annotated[Split, typer.Option(help="With --run: val (tuning) or test (reported numbers).")] = Split.val,
     gt: Annotated[Path | None, typer.Option(help="Ground-truth COCO annotation JSON.")] = None,
     detections: Annotated[Path | None, typer.Option(help="Detections as a COCO results JSON list.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write metrics JSON here (AP … ARl, per_class, counts).")] = None,
     backend: Annotated[
-        str, typer.Option(help="'pycocotools' (reference) or 'faster' (faster-coco-eval).")
-    ] = "pycocotools",
-    device: Annotated[str, typer.Option(help="With --run: 'cpu' or 'cuda'.")] = "cpu",
+        Backend,
+        typer.Option(
+            help="faster (faster-coco-eval, C++; equal to pycocotools, tests/test_evaluation.py) or pycocotools."
+        ),
+    ] = Backend.faster,
+    device: Annotated[Device, typer.Option(help="With --run: where the detector runs.")] = Device.cpu,
 ) -> None:
     """COCO box evaluation: of a run folder (--run) or of a detections file (--gt, --detections)."""
     from drkd_viz.evaluation import evaluate_detections, write_metrics
@@ -126,13 +181,13 @@ def evaluate(
             raise UserError("give either --run or --gt with --detections, not both")
         from drkd_viz.engine.inference import evaluate_run
 
-        result = evaluate_run(run, split=split, device=device)
-        out_dir = run / "eval" / split
-        typer.echo(f"{run} on {split}:")
+        result = evaluate_run(run, split=split.value, device=device.value, backend=backend.value)
+        out_dir = run / "eval" / split.value
+        typer.echo(f"{run} on {split.value}:")
     else:
         if gt is None or detections is None:
             raise UserError("give --run RUN_DIR, or both --gt ANN.json and --detections DETS.json")
-        result = evaluate_detections(gt, detections, backend=backend)  # type: ignore[arg-type]
+        result = evaluate_detections(gt, detections, backend=backend.value)  # type: ignore[arg-type]
         out_dir = None
     for key, value in result.stats.items():
         typer.echo(f"{key:>6} {value:.4f}")
@@ -176,13 +231,39 @@ def predict(
         "predictions"
     ),
     score_threshold: Annotated[float, typer.Option(help="Draw detections scoring at least this.")] = 0.3,
-    device: Annotated[str, typer.Option(help="'cpu' or 'cuda'.")] = "cpu",
+    device: Annotated[Device, typer.Option(help="Where the detector runs.")] = Device.cpu,
 ) -> None:
     """Detect objects on images with a run's detector: JSON detections and an overlay PNG per image."""
     from drkd_viz.engine.inference import predict_images
 
-    written = predict_images(run, images, out, score_threshold=score_threshold, device=device)
+    written = predict_images(run, images, out, score_threshold=score_threshold, device=device.value)
     typer.echo(f"wrote {len(written)} files to {out}")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Option(help="Run folder whose trained detector to export.")],
+    onnx: Annotated[Path, typer.Option(help="ONNX file to write (.onnx); a .json record goes beside it.")],
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+) -> None:
+    """Export a run's detector to ONNX, pre- and post-processing included, with a dynamic image size;
+    check it against PyTorch with ONNX Runtime. Needs the onnx extra: pip install 'drkd_viz[onnx]'."""
+    from drkd_viz.engine.onnx_export import export_onnx
+
+    record = export_onnx(run, onnx, opset=opset)
+    check = record["parity_check"]
+    typer.echo(f"wrote {onnx} ({onnx.stat().st_size / 1e6:.1f} MB, opset {opset}) and {onnx.with_suffix('.json')}")
+    if "max_box_difference_px" in check:
+        typer.echo(
+            f"ONNX Runtime vs PyTorch on a {check['image_size']} image: {check['detections_onnx']} detections, "
+            f"boxes within {check['max_box_difference_px']:.2g} px, scores within {check['max_score_difference']:.2g}, "
+            f"labels {'equal' if check['labels_equal'] else 'DIFFERENT'}"
+        )
+    else:
+        typer.secho(
+            f"warning: ONNX Runtime found {check['detections_onnx']} detections, PyTorch {check['detections_torch']}",
+            err=True,
+        )
 
 
 @app.command()
@@ -202,8 +283,16 @@ def models(
 
 @app.command()
 def pipeline(
-    preset: Annotated[str, typer.Option(help="'quick' (~2 min, tests), 'demo' (the embedded default) or 'study'.")],
-    out: Annotated[Path, typer.Option(help="Runs folder: data, teacher, students, report.")] = Path("runs/pipeline"),
+    preset: Annotated[
+        PipelinePresetName, typer.Option(help="quick (~2 min, tests), demo (the embedded default) or study (hours).")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Runs folder: data, teacher, students, report (default: $DRKD_RUNS, else runs/quick for quick "
+            "and runs/demo for demo and study, which `drkd-viz app` shows by default)."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     jobs: Annotated[
         int | None, typer.Option(help="Students trained at once, each in its own process (default: the preset's).")
@@ -218,8 +307,9 @@ def pipeline(
     started = time.perf_counter()
     from drkd_viz.experiments.report import report_folder
 
-    run_pipeline(preset, out, quiet=quiet, jobs=jobs, use_shipped=shipped)
-    report = report_folder(out, preset) / "report.md"
+    out = out if out is not None else default_runs(preset.value)
+    run_pipeline(preset.value, out, quiet=quiet, jobs=jobs, use_shipped=shipped)
+    report = report_folder(out, preset.value) / "report.md"
     typer.echo(report.read_text())
     typer.echo(f"report: {report} ({time.perf_counter() - started:.1f} s)")
 
@@ -248,10 +338,12 @@ def dashboard(
 
 @app.command()
 def demo(
-    runs: Annotated[Path, typer.Option(help="Runs folder; the demo lives in RUNS/<preset>/.")] = Path("runs"),
+    runs: Annotated[
+        Path | None, typer.Option(help="Runs folder (default: $DRKD_RUNS, else runs/<preset>, as for `pipeline`).")
+    ] = None,
     preset: Annotated[
-        str, typer.Option(help="'demo' (the embedded default, ~15 min on 2 cores) or 'quick' (~2 min, tests).")
-    ] = "demo",
+        DatasetPreset, typer.Option(help="demo (the embedded default, ~22 min on 2 cores) or quick (~2 min, tests).")
+    ] = DatasetPreset.demo,
     app_: Annotated[
         bool, typer.Option("--app/--no-app", help="Open the dashboard on the runs when the report is ready.")
     ] = True,
@@ -267,10 +359,10 @@ def demo(
     from drkd_viz.experiments.pipeline import run_pipeline
     from drkd_viz.experiments.report import report_folder
 
-    out = runs / preset
+    out = runs if runs is not None else default_runs(preset.value)
     started = time.perf_counter()
-    report = run_pipeline(preset, out, quiet=quiet)
-    folder = report_folder(out, preset)
+    report = run_pipeline(preset.value, out, quiet=quiet)
+    folder = report_folder(out, preset.value)
     typer.echo((folder / "report.md").read_text())
     cached = all(info["status"] == "cached" for info in report["provenance"]["runs"].values())
     typer.echo(

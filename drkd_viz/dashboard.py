@@ -29,15 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from drkd_viz.engine.runs import RUNS_ENV, default_runs
 from drkd_viz.errors import UserError
+from drkd_viz.resources import app_entry
 
 if TYPE_CHECKING:  # pandas and torch are imported where used: the CLI's `app` command needs neither
     import pandas as pd
     import torch
 
-RUNS_ENV = "DRKD_RUNS"  # the runs folder the app serves, set by `drkd-viz app --runs`
-DEFAULT_RUNS = Path("runs/demo")
-APP_ENTRY = Path(__file__).resolve().parents[1] / "app" / "Home.py"
+APP_ENTRY = app_entry()  # the repository's app/Home.py, or the copy inside an installed wheel
 BUILD_PRESETS = ("quick", "demo")  # what the app offers to build (study takes hours on a CPU: use the CLI)
 BUILD_LOG = ".dashboard-build.log"
 
@@ -57,11 +57,11 @@ NOT_RUNS = ("data", "reports", "report", "variants", ".stale")
 # ---------------------------------------------------------------- the runs folder and paths in it
 def runs_root(value: str | os.PathLike | None = None, argv: list[str] | None = None) -> Path:
     """The runs folder: ``value``, else ``--runs DIR`` in ``argv`` (``streamlit run app/Home.py -- --runs
-    DIR``), else ``$DRKD_RUNS``, else ``runs/demo`` (relative to the working directory); resolved. It
+    DIR``), else :func:`default_runs` ($DRKD_RUNS, else runs/demo); resolved. It
     need not exist yet (the app offers to build it)."""
     if value is None and argv and "--runs" in argv[:-1]:
         value = argv[argv.index("--runs") + 1]
-    raw = value if value is not None else os.environ.get(RUNS_ENV) or DEFAULT_RUNS
+    raw = value if value is not None else default_runs()
     root = Path(raw).expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise UserError(f"the runs folder {root} is a file, not a folder; give a folder with --runs")
@@ -492,8 +492,8 @@ def streamlit_command(
 def check_entry(entry: Path = APP_ENTRY) -> Path:
     if not entry.is_file():
         raise UserError(
-            f"the dashboard's entry file {entry} is missing: the app lives in the repository checkout "
-            "(app/); install drkd_viz from it with `pip install -e .`"
+            f"the dashboard's entry file {entry} is missing: reinstall drkd_viz (a wheel carries it as "
+            "drkd_viz/app, a checkout as app/)"
         )
     return entry
 

@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# Make the project's virtual environment ready: Python >= 3.10, a .venv, the package with its
-# test tools, and the Debian packages the tests need (installed when run as root).
-# Idempotent and quick when nothing changed: the install is redone only when pyproject.toml changes.
+# Make the project's virtual environment ready, for one of two purposes:
+#   scripts/setup.sh demo   the core package plus the dashboard and notebook extras ([app,notebooks])
+#   scripts/setup.sh test   everything ([dev]: every extra and the test tools) plus the Debian packages the
+#                           browser tests need (installed when run as root)
+# Python >= 3.10 is the only prerequisite. Installs use constraints.txt (the tested torch / torchvision).
+# Idempotent and quick when nothing changed: the install is redone only when pyproject.toml or
+# constraints.txt change, or when a purpose needs more than what is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+PURPOSE=${1:-test}
+case "$PURPOSE" in
+  demo) EXTRAS="app,notebooks"; SYSTEM_PACKAGES=${SYSTEM_PACKAGES-} ;;
+  # The browser tests drive Debian's Chromium through Playwright (pip's playwright package, launched with
+  # executable_path=/usr/bin/chromium; never `playwright install`, which downloads a browser build) and need
+  # a font for readable screenshots.
+  test) EXTRAS="dev"; SYSTEM_PACKAGES=${SYSTEM_PACKAGES-chromium fonts-liberation} ;;
+  *) echo "usage: scripts/setup.sh [demo|test]" >&2; exit 2 ;;
+esac
 VENV=${VENV:-.venv}
-# Debian packages the test suite needs: the dashboard's browser tests drive Debian's Chromium through
-# Playwright (pip's playwright package, launched with executable_path=/usr/bin/chromium; never run
-# `playwright install`, which downloads a browser build) and need a font for readable screenshots.
-SYSTEM_PACKAGES=${SYSTEM_PACKAGES:-chromium fonts-liberation}
 
 pick_python() {
   for candidate in "${PYTHON:-}" python3.11 python3.12 python3.10 python3.13 python3; do
@@ -40,17 +49,19 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 
+# the stamp records what was installed: the dependency files' hash and the extras
 stamp="$VENV/.drkd-installed"
-want=$(cat pyproject.toml | sha256sum | cut -c1-16)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo ">> installing drkd_viz and its dependencies into $VENV (the first time takes a few minutes)"
+files=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+installed=$(cat "$stamp" 2>/dev/null || true)
+# [dev] includes every extra, so a test install also serves the demo
+if [ "$installed" != "$files $EXTRAS" ] && [ "$installed" != "$files dev" ]; then
+  echo ">> installing drkd_viz[$EXTRAS] into $VENV (the first time takes a few minutes)"
   "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-  "$VENV/bin/python" -m pip install -q -e ".[dev]" 2>&1 | grep -v "is ignored" || true
+  "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[$EXTRAS]" 2>&1 | grep -v "is ignored" || true
   "$VENV/bin/python" -c "import drkd_viz, torch, torchvision" \
     || { echo "error: installation failed; see pip's messages above" >&2; exit 1; }
-  echo "$want" > "$stamp"
+  echo "$files $EXTRAS" > "$stamp"
 fi
-# The browser tests use Debian's Chromium; Playwright only needs its path (no browser download).
-if ! command -v chromium >/dev/null 2>&1; then
+if [ "$PURPOSE" = test ] && ! command -v chromium >/dev/null 2>&1; then
   echo ">> note: chromium is not installed; the dashboard's browser tests will be skipped (run this script as root to install it)" >&2
 fi

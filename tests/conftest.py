@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("DRKD_SHARED", REPO.parent / "shared"))
-MINI_COCO = SHARED / "data" / "coco_val2017_mini"
+# real COCO val2017 photos kept in the repository (see its SOURCE.md); nothing outside the repository is read
+MINI_COCO = REPO / "tests" / "data" / "coco_mini"
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +22,9 @@ def quick_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mini_coco() -> Path:
     if not (MINI_COCO / "annotations.json").is_file():
-        pytest.fail(f"the real mini COCO set is expected at {MINI_COCO} (../shared beside the repository)")
+        pytest.fail(
+            f"the real mini COCO set is missing at {MINI_COCO}: it is part of the repository, restore it with git"
+        )
     return MINI_COCO
 
 

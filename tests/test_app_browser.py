@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from drkd_viz.dashboard import serve
 
@@ -67,7 +68,6 @@ def test_page_in_chromium(scenario, browser_page, server, artifacts):
 
 def test_build_page_and_clean_server_log(browser_page, server, artifacts):
     url, log = server
-    from playwright.sync_api import expect
 
     driver.open_page(browser_page, url, driver.BUILD)
     # wait for the script to draw the button, as a person would, before counting it
@@ -81,7 +81,7 @@ def test_build_page_and_clean_server_log(browser_page, server, artifacts):
 def test_empty_runs_folder_offers_the_build(browser_page, tmp_path, artifacts):
     with serve(tmp_path / "nothing-here") as url:
         driver.open_page(browser_page, url, dataclasses.replace(driver.BUILD, path=""))  # the only page: the root
-        assert browser_page.get_by_text("There are no runs to show yet").count() == 1
+        expect(browser_page.get_by_text("There are no runs to show yet")).to_have_count(1, timeout=120_000)
         browser_page.screenshot(path=str(artifacts / "no_runs.png"))
 
 
@@ -104,7 +104,7 @@ def test_upload_an_image_and_a_bad_one(browser_page, server, quick_runs, artifac
     uploader.set_input_files(str(good))
     driver._wait_image(page, 0, old, 300_000)
     driver.settle(page)
-    assert page.get_by_text("An uploaded image has no ground truth").count() == 1
+    expect(page.get_by_text("An uploaded image has no ground truth")).to_have_count(1, timeout=120_000)
     page.screenshot(path=str(artifacts / "pixel_relations_upload.png"))
     bad = tmp_path / "not_an_image.png"
     bad.write_bytes(b"this is not a PNG file")

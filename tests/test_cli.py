@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_demo_command_shows_the_report_then_serves_the_dashboard(quick_runs, tmp_path):
@@ -15,7 +16,17 @@ def test_demo_command_shows_the_report_then_serves_the_dashboard(quick_runs, tmp
     from drkd_viz.dashboard import free_port
 
     shutil.copytree(quick_runs, tmp_path / "quick", symlinks=True)
-    command = [sys.executable, "-m", "drkd_viz.cli", "demo", "--runs", str(tmp_path), "--preset", "quick", "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "drkd_viz.cli",
+        "demo",
+        "--runs",
+        str(tmp_path / "quick"),
+        "--preset",
+        "quick",
+        "--quiet",
+    ]
     proc = subprocess.run([*command, "--no-app"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "# drkd_viz experiments report — preset `quick`" in proc.stdout and "all runs cached" in proc.stdout
@@ -57,4 +68,50 @@ def test_check_data_on_real_coco(mini_coco):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "158 images, 1424 annotations (16 crowd)" in proc.stdout and "all 158 images decode" in proc.stdout
+    assert "55 images, 789 annotations (12 crowd)" in proc.stdout and "all 55 images decode" in proc.stdout
+
+
+def test_version_and_typed_choices():
+    """--version prints the installed version; a bad choice fails at once and lists the valid ones."""
+    from importlib import metadata
+
+    from typer.testing import CliRunner
+
+    from drkd_viz.cli import app
+
+    runner = CliRunner()
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.strip() == f"drkd-viz {metadata.version('drkd_viz')}"
+    bad = runner.invoke(app, ["pipeline", "--preset", "demo2"])
+    assert bad.exit_code == 2
+    assert "demo2" in bad.output and all(name in bad.output for name in ("quick", "demo", "study"))
+    for verb, option, choices in (
+        ("eval", "--split", ("val", "test")),
+        ("eval", "--backend", ("faster", "pycocotools")),
+        ("predict", "--device", ("cpu", "cuda")),
+        ("data", "--preset", ("quick", "demo")),
+    ):
+        text = runner.invoke(app, [verb, "--help"], terminal_width=200).output
+        assert option in text and all(choice in text for choice in choices), (verb, option)
+    assert "[default: faster]" in runner.invoke(app, ["eval", "--help"], terminal_width=200).output
+    # the CLI spells its choices out (importing the factory would make --help slow): they must stay in step
+    from drkd_viz.cli import Backbone, PipelinePresetName
+    from drkd_viz.experiments.pipeline import PRESETS
+    from drkd_viz.models.factory import RESNETS
+
+    assert [b.value for b in Backbone] == list(RESNETS)
+    assert {p.value for p in PipelinePresetName} == set(PRESETS)
+
+
+def test_one_default_runs_folder(monkeypatch, tmp_path):
+    """`pipeline --preset demo`, `app` and the notebooks all default to runs/demo; $DRKD_RUNS overrides."""
+    from drkd_viz.dashboard import runs_root
+    from drkd_viz.engine.runs import RUNS_ENV, default_runs
+
+    monkeypatch.delenv(RUNS_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_runs("demo") == default_runs("study") == default_runs() == Path("runs/demo")
+    assert default_runs("quick") == Path("runs/quick")
+    assert runs_root() == (tmp_path / "runs" / "demo").resolve()
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path / "mine"))
+    assert default_runs("quick") == tmp_path / "mine" and runs_root() == (tmp_path / "mine").resolve()

@@ -12,10 +12,10 @@ from drkd_viz.data.coco import CocoDetection, build_transforms, collate_detectio
 def test_real_mini_coco_counts_and_crowd_handling(mini_coco):
     raw = json.loads((mini_coco / "annotations.json").read_text())
     ds = CocoDetection(mini_coco / "images", mini_coco / "annotations.json")
-    assert len(ds) == len(raw["images"]) == 158
+    assert len(ds) == len(raw["images"]) == 55
     assert ds.num_classes == 81 and len(ds.class_names) == 81
     crowd = [a for a in raw["annotations"] if a["iscrowd"]]
-    assert ds.report.crowd == len(crowd) == 16
+    assert ds.report.crowd == len(crowd) == 12
     # targets carry every non-crowd box and no crowd box
     total = 0
     crowd_images = {a["image_id"] for a in crowd}
@@ -64,7 +64,7 @@ def test_images_without_annotations_kept_for_eval_skipped_for_training(mini_coco
     ann.write_text(json.dumps(raw))
     ds_eval = CocoDetection(mini_coco / "images", ann)
     ds_train = CocoDetection(mini_coco / "images", ann, skip_empty=True)
-    assert len(ds_eval) == 159 and len(ds_train) == 158
+    assert len(ds_eval) == 56 and len(ds_train) == 55
     assert ds_eval.report.images_without_annotations == 1
     index = ds_eval.ids.index(999_999_999)
     _, target = ds_eval[index]

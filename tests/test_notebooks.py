@@ -64,9 +64,10 @@ assert again["cached"] and len(panel.table) == before + 1
 
 @pytest.fixture(scope="module")
 def notebook_runs(quick_runs, tmp_path_factory) -> Path:
-    """A private copy of the quick runs (notebooks train variants into it), as RUNS/quick."""
-    root = tmp_path_factory.mktemp("notebook-runs")
-    shutil.copytree(quick_runs, root / "quick", symlinks=True)
+    """A private copy of the quick runs (notebooks train variants into it); the notebooks get it as
+    $DRKD_RUNS, the runs folder they use instead of runs/<preset>."""
+    root = tmp_path_factory.mktemp("notebook-runs") / "quick"
+    shutil.copytree(quick_runs, root, symlinks=True)
     return root
 
 

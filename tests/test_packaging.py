@@ -19,13 +19,19 @@ from drkd_viz.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 
-CONDA_TO_PIP = {"pytorch": "torch"}
+CONDA_TO_PIP = {"pytorch": "torch", "python-build": "build"}
+
+
+def _project() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
 def _pip_requirements() -> dict[str, str]:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    reqs = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
-    return {r.name.lower(): str(r.specifier) for r in reqs}
+    """The core and every extra (an extra naming the package itself, as dev does, adds nothing new)."""
+    project = _project()["project"]
+    extras = [r for group in project["optional-dependencies"].values() for r in group]
+    reqs = [Requirement(r) for r in project["dependencies"] + extras]
+    return {r.name.lower(): str(r.specifier) for r in reqs if r.name.lower() != "drkd_viz"}
 
 
 def _conda_requirements() -> dict[str, str]:
@@ -34,9 +40,11 @@ def _conda_requirements() -> dict[str, str]:
     for dep in env["dependencies"]:
         items = dep["pip"] if isinstance(dep, dict) else [dep]
         for item in items:
-            if item.startswith("-e") or item in ("pip",) or item.startswith("python"):
+            if item.startswith("-e") or item == "pip":
                 continue
             req = Requirement(item)
+            if req.name == "python":
+                continue
             found[CONDA_TO_PIP.get(req.name.lower(), req.name.lower())] = str(req.specifier)
     return found
 
@@ -56,12 +64,70 @@ def test_python_floor_is_the_same():
     assert project["requires-python"] == ">=3.10" and "python>=3.10" in env["dependencies"]
 
 
-def test_torch_pins_admit_the_tested_release_and_nothing_newer():
-    pip = _pip_requirements()
+def test_floors_admit_the_tested_set_and_no_caps():
+    """pyproject.toml sets floors only; constraints.txt pins the tested set, and the floors admit it."""
     from packaging.specifiers import SpecifierSet
 
-    assert "2.14.1" in SpecifierSet(pip["torch"]) and "2.15.0" not in SpecifierSet(pip["torch"])
-    assert "0.29.1" in SpecifierSet(pip["torchvision"]) and "0.30.0" not in SpecifierSet(pip["torchvision"])
+    pip = _pip_requirements()
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            pins[req.name.lower()] = next(iter(req.specifier)).version
+    assert pins == {"torch": "2.14.1", "torchvision": "0.29.1"}
+    for name, version in pins.items():
+        assert version in SpecifierSet(pip[name]), name
+    # torch.amp.GradScaler("cuda") needs torch 2.3; st.download_button(on_click="ignore") Streamlit 1.45
+    assert pip["torch"] == ">=2.3" and pip["torchvision"] == ">=0.18" and pip["streamlit"] == ">=1.45"
+    capped = {name: spec for name, spec in pip.items() if "<" in spec or "==" in spec}
+    assert not capped, f"upper caps that guard against nothing known: {capped}"
+    makefile = (REPO / "Makefile").read_text() + (REPO / "scripts" / "setup.sh").read_text()
+    assert "-c constraints.txt" in makefile
+
+
+def test_core_install_is_lean():
+    """The core holds what the library and the CLI need; the faces and the test tools are extras."""
+    project = _project()["project"]
+    core = {Requirement(r).name.lower() for r in project["dependencies"]}
+    extras = project["optional-dependencies"]
+    assert not core & {"streamlit", "jupyterlab", "ipywidgets", "tensorboard", "pytest", "playwright", "onnx"}
+    assert {Requirement(r).name for r in extras["app"]} == {"streamlit"}
+    assert {Requirement(r).name for r in extras["notebooks"]} == {"jupyterlab", "ipywidgets"}
+    assert "drkd_viz[app,notebooks,tensorboard,onnx]" in extras["dev"]
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert 'demo) EXTRAS="app,notebooks"' in setup and 'test) EXTRAS="dev"' in setup
+    makefile = (REPO / "Makefile").read_text()
+    assert "\ndemo: setup-demo\n" in makefile and "\ntest: setup\n" in makefile
+
+
+def test_every_subpackage_is_in_the_wheel_list():
+    """pyproject.toml lists the packages explicitly (it maps app/ and configs/ into the wheel): a new
+    subpackage must be added there, or the wheel would silently lack it."""
+    listed = set(_project()["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(path.parent.relative_to(REPO).parts)
+        for path in (REPO / "drkd_viz").rglob("__init__.py")
+        if "__pycache__" not in path.parts
+    }
+    assert found <= listed, f"missing from [tool.setuptools] packages: {sorted(found - listed)}"
+
+
+def test_no_file_reaches_outside_the_repository():
+    """The repository is enough: no tracked text file refers to the development machine's shared
+    side folder, so a clone with nothing beside it works."""
+    import subprocess
+
+    files = subprocess.run(["git", "-C", str(REPO), "ls-files"], capture_output=True, text=True).stdout.split()
+    needles = ("../" + "shared", "parent / " + '"shared"', "DRKD_" + "SHARED")  # built here: not found in this file
+    offenders = []
+    for name in files:
+        path = REPO / name
+        if path.suffix in {".jpg", ".png", ".safetensors"} or not path.is_file():
+            continue
+        text = path.read_text(errors="ignore")
+        if any(needle in text for needle in needles):
+            offenders.append(name)
+    assert not offenders, offenders
 
 
 def _verbs() -> list[str]:

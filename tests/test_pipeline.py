@@ -187,8 +187,8 @@ def test_students_trained_in_parallel_equal_those_trained_one_after_another(quic
 
 
 def test_coco_paper_configs_dry_run_on_real_coco(mini_coco, tmp_path):
-    """The paper's configs, pointed at the 158 real val2017 photos with a tiny image size: a teacher and a
-    DRKD student train two iterations each and are evaluated."""
+    """The paper's configs, pointed at the 55 real val2017 photos in tests/data/coco_mini at a tiny image
+    size: a teacher and a DRKD student train two iterations each and are evaluated."""
     from drkd_viz.engine.trainer import train
 
     data = [

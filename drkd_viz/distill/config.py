@@ -27,10 +27,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from drkd_viz.errors import UserError
-from drkd_viz.utils.typed_config import from_dict
+from drkd_viz.utils.typed_config import AT_LEAST_0, Range, from_dict
 
 METHOD_NAMES = ("none", "feature_imitation", "drkd")
 
@@ -41,15 +41,15 @@ class DistillConfig:
     preset: Literal["default", "reference"] = "default"
     teacher: str | None = None  # a run folder (uses its export/) or a weights file (+ teacher_model)
     teacher_model: dict[str, Any] | None = None  # DetectorConfig fields; needed with a weights file
-    pr_weight: float | None = None  # λ_pr
-    ir_weight: float | None = None  # λ_ir
-    ins_weight: float | None = None  # λ_ins
-    fi_weight: float | None = None  # feature imitation weight (method feature_imitation)
+    pr_weight: Annotated[float, AT_LEAST_0] | None = None  # λ_pr
+    ir_weight: Annotated[float, AT_LEAST_0] | None = None  # λ_ir
+    ins_weight: Annotated[float, AT_LEAST_0] | None = None  # λ_ins
+    fi_weight: Annotated[float, AT_LEAST_0] | None = None  # feature imitation weight (method feature_imitation)
     pr_levels: list[str] | None = None
     nodes: dict[str, int] | None = None  # graph nodes per level
     glore_normalize: bool | None = None
     ir_levels: list[str] | None = None
-    roi_size: int | None = None
+    roi_size: Annotated[int, Range(1, 14)] | None = None
     relation_filter: Literal["learned", "none", "reference"] | None = None
     ir_target: Literal["features", "matrix"] | None = None
     relation_scale: bool | None = None
@@ -149,6 +149,9 @@ def resolve_distill(section: dict[str, Any], levels: list[str]) -> dict[str, Any
         unknown = [lv for lv in resolved[key] if lv not in levels]
         if unknown:
             raise UserError(f"distill.{key}: {unknown} are not levels of this detector; it has {levels}")
+    bad_nodes = {lv: n for lv, n in resolved["nodes"].items() if isinstance(n, bool) or not isinstance(n, int) or n < 1}
+    if bad_nodes:
+        raise UserError(f"distill.nodes: node counts must be integers >= 1, got {bad_nodes}")
     missing_nodes = [lv for lv in resolved["pr_levels"] if lv not in resolved["nodes"]]
     if missing_nodes:
         raise UserError(f"distill.nodes: no node count for levels {missing_nodes}")

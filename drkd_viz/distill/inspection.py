@@ -80,10 +80,9 @@ class RelationUnits(nn.Module):
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, side: str = "student") -> RelationUnits:
         """Load the units from a finished DRKD run folder's final checkpoint."""
-        from safetensors.torch import load_file
-
         from drkd_viz.engine.checkpoint import latest_checkpoint, verify_checkpoint
         from drkd_viz.engine.config import load_config
+        from drkd_viz.models.weights import read_safetensors
 
         if side not in ("student", "teacher"):
             raise UserError(f"side must be 'student' or 'teacher', got {side!r}")
@@ -96,7 +95,7 @@ class RelationUnits(nn.Module):
         if ckpt is None:
             raise UserError(f"{run} has no checkpoint yet")
         verify_checkpoint(ckpt, None)
-        state = load_file(str(ckpt.path / "model.safetensors"))
+        state = read_safetensors(ckpt.path / "model.safetensors")
         pixel_prefix, rel_prefix = f"pixel.{side}_units.", f"instance.{side}_relations."
         pixel, relations = {}, {}
         for lv in settings["pr_levels"] if settings["pr_weight"] > 0 else []:

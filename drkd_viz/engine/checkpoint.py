@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from drkd_viz.errors import UserError
 from drkd_viz.utils.io import atomic_write_json
@@ -171,8 +171,19 @@ def _describe(arch: dict[str, Any]) -> str:
 
 def load_checkpoint(ckpt: Checkpoint, architecture: dict[str, Any] | None) -> tuple[dict[str, torch.Tensor], dict]:
     verify_checkpoint(ckpt, architecture)
-    weights = load_file(str(ckpt.path / "model.safetensors"), device="cpu")
-    state = torch.load(ckpt.path / "state.pt", map_location="cpu", weights_only=True)
+    from drkd_viz.models.weights import read_safetensors
+
+    weights = read_safetensors(ckpt.path / "model.safetensors")
+    try:
+        state = torch.load(ckpt.path / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # the safe loader refuses anything but tensors and plain containers
+        raise CheckpointError(
+            f"cannot read {ckpt.path / 'state.pt'}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}. "
+            "It matches its checksum, so it was written this way: it is not a drkd_viz training state. "
+            f"Remove {ckpt.path} to resume from the checkpoint before it, or train the run again."
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{ckpt.path / 'state.pt'} holds a {type(state).__name__}, not a training state")
     return weights, state
 
 

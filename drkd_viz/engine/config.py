@@ -1,7 +1,8 @@
 """Run configuration: YAML files backed by typed dataclasses.
 
 Unknown or misspelt keys fail at load time with the list of valid keys (and the closest match);
-values are checked against the field's type. ``--set section.key=value`` overrides a loaded file.
+values are checked against the field's type and range (a message names the key, the value and the
+allowed range). ``--set section.key=value`` overrides a loaded file.
 Every run writes its fully resolved config (``config.yaml``) beside its results.
 """
 
@@ -11,12 +12,12 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
 from drkd_viz.models.factory import DetectorConfig
-from drkd_viz.utils.typed_config import ConfigError, from_dict
+from drkd_viz.utils.typed_config import AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, SEED, ConfigError, Range, from_dict
 
 __all__ = [
     "ConfigError",
@@ -37,19 +38,21 @@ class DataConfig:
 
     root: str | None = None
     preset: str | None = None  # embedded dataset preset to generate into ``root`` if it is absent
-    dataset_seed: int = 0
+    dataset_seed: Annotated[int, SEED] = 0
     train_images: str | None = None
     train_annotations: str | None = None
     val_images: str | None = None
     val_annotations: str | None = None
     test_images: str | None = None
     test_annotations: str | None = None
-    hflip_prob: float = 0.5
-    shorter_sides: list[int] | None = None  # data-level multi-scale resize (the detector resizes again)
-    max_side: int | None = None
-    workers: int = 0  # DataLoader worker processes
-    max_train_images: int | None = None  # use only the first N training images (dry runs)
-    max_eval_images: int | None = None
+    hflip_prob: Annotated[float, FRACTION] = 0.5
+    shorter_sides: list[Annotated[int, Range(16, 4096)]] | None = (
+        None  # data-level multi-scale resize (the detector resizes again)
+    )
+    max_side: Annotated[int, Range(16, 8192)] | None = None
+    workers: Annotated[int, Range(0, 64)] = 0  # DataLoader worker processes
+    max_train_images: Annotated[int, AT_LEAST_1] | None = None  # use only the first N training images (dry runs)
+    max_eval_images: Annotated[int, AT_LEAST_1] | None = None
 
     def split_paths(self, split: str) -> tuple[Path, Path]:
         images, annotations = getattr(self, f"{split}_images"), getattr(self, f"{split}_annotations")
@@ -65,30 +68,34 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.02  # for the global batch
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 1e-4
-    warmup_iters: int = 100
-    warmup_factor: float = 0.001  # lr starts at lr * warmup_factor and grows linearly
+    lr: Annotated[float, POSITIVE] = 0.02  # for the global batch
+    momentum: Annotated[float, Range(0, 1, high_open=True)] = 0.9  # sgd only
+    weight_decay: Annotated[float, AT_LEAST_0] = 1e-4
+    warmup_iters: Annotated[int, AT_LEAST_0] = 100
+    warmup_factor: Annotated[float, Range(0, 1, low_open=True)] = (
+        0.001  # lr starts at lr * warmup_factor and grows linearly
+    )
     schedule: Literal["step", "cosine"] = "step"
-    milestones: list[float] = field(default_factory=lambda: [0.8])  # step: fractions of the run (or iterations if > 1)
-    gamma: float = 0.1
-    min_lr_factor: float = 0.0  # cosine: final lr = lr * min_lr_factor
-    clip_grad_norm: float | None = 10.0  # None: no clipping
+    milestones: list[Annotated[float, POSITIVE]] = field(
+        default_factory=lambda: [0.8]
+    )  # step: fractions of the run (or iterations if > 1)
+    gamma: Annotated[float, Range(0, 1, low_open=True)] = 0.1
+    min_lr_factor: Annotated[float, FRACTION] = 0.0  # cosine: final lr = lr * min_lr_factor
+    clip_grad_norm: Annotated[float, POSITIVE] | None = 10.0  # None: no clipping
     amp: bool = True  # mixed precision; only used on CUDA
 
 
 @dataclass
 class TrainConfig:
-    iterations: int = 1000
-    batch_size: int = 8  # global batch: split evenly across torchrun processes
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 2  # older periodic checkpoints are removed; the final one stays
+    iterations: Annotated[int, AT_LEAST_1] = 1000
+    batch_size: Annotated[int, AT_LEAST_1] = 8  # global batch: split evenly across torchrun processes
+    checkpoint_every: Annotated[int, AT_LEAST_1] = 200
+    keep_checkpoints: Annotated[int, AT_LEAST_1] = 2  # older periodic checkpoints are removed; the final one stays
     eval_split: Literal["val", "test", "train", "none"] = "val"  # evaluated at the end of training
-    eval_batch_size: int = 8
+    eval_batch_size: Annotated[int, AT_LEAST_1] = 8
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = True  # deterministic algorithms (CPU results are then reproducible bit for bit)
-    threads: int | None = None  # torch CPU threads (None: torch's default)
+    threads: Annotated[int, Range(1, 1024)] | None = None  # torch CPU threads (None: torch's default)
     init_weights: str | None = None  # local weights file loaded into the detector before training
     skip_mismatched: bool = False  # with init_weights: load only the layers that fit
 
@@ -96,7 +103,7 @@ class TrainConfig:
 @dataclass
 class RunConfig:
     name: str = "run"
-    seed: int = 0
+    seed: Annotated[int, SEED] = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: DetectorConfig = field(default_factory=DetectorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

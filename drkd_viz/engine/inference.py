@@ -79,9 +79,11 @@ def evaluate_model(
     batch_size: int = 8,
     info: DistInfo | None = None,
     progress: bool = True,
+    backend: str = "faster",
 ) -> EvalResult:
     """Predict, evaluate exactly the detections that are written, and (rank 0) write
-    ``out_dir/detections.json`` and ``out_dir/metrics.json``."""
+    ``out_dir/detections.json`` and ``out_dir/metrics.json``. ``backend``: faster-coco-eval (``faster``,
+    equal to pycocotools to the last digit, tests/test_evaluation.py) or ``pycocotools``."""
     info = info or DistInfo()
     detections = predict_dataset(model, dataset, device, batch_size, info, progress)
     gt = dict(dataset.coco.dataset)
@@ -92,7 +94,7 @@ def evaluate_model(
             "images": [i for i in gt["images"] if i["id"] in keep],
             "annotations": [a for a in gt["annotations"] if a["image_id"] in keep],
         }
-    result = evaluate_detections(gt, detections, backend="faster")
+    result = evaluate_detections(gt, detections, backend=backend)  # type: ignore[arg-type]
     if out_dir is not None and info.is_main:
         atomic_write_json(out_dir / "detections.json", detections, indent=None)
         write_metrics(result, out_dir / "metrics.json")
@@ -109,16 +111,15 @@ def read_run_config(run_dir: str | os.PathLike) -> RunConfig:
 
 def load_student(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, RunConfig]:
     """The trained detector of a run: its export if present, else the newest complete checkpoint."""
-    from safetensors.torch import load_file
-
     from drkd_viz.engine.checkpoint import latest_checkpoint, verify_checkpoint
+    from drkd_viz.models.weights import read_safetensors
 
     run = RunFolder(Path(run_dir))
     cfg = read_run_config(run_dir)
     model = build_detector(cfg.model)
     exported = run.export / "student.safetensors"
     if exported.is_file():
-        state = load_file(str(exported), device="cpu")
+        state = read_safetensors(exported)
     else:
         ckpt = latest_checkpoint(run.checkpoints)
         if ckpt is None:
@@ -126,22 +127,39 @@ def load_student(run_dir: str | os.PathLike, device: torch.device | str = "cpu")
         verify_checkpoint(ckpt, None)
         state = {
             k[len(STUDENT_PREFIX) :]: v
-            for k, v in load_file(str(ckpt.path / "model.safetensors")).items()
+            for k, v in read_safetensors(ckpt.path / "model.safetensors").items()
             if k.startswith(STUDENT_PREFIX)
         }
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # names and shapes that do not fit the architecture in config.yaml
+        raise UserError(
+            f"the weights of {run_dir} do not fit the detector its config.yaml describes "
+            f"({str(exc).splitlines()[0][:200]} …); was config.yaml edited after training?"
+        ) from None
     return model.to(device).eval(), cfg
 
 
 def evaluate_run(
-    run_dir: str | os.PathLike, split: str = "val", device: str = "cpu", batch_size: int = 8, progress: bool = True
+    run_dir: str | os.PathLike,
+    split: str = "val",
+    device: str = "cpu",
+    batch_size: int = 8,
+    progress: bool = True,
+    backend: str = "faster",
 ) -> EvalResult:
     from drkd_viz.engine.data import open_split
 
     model, cfg = load_student(run_dir, device)
     dataset = open_split(cfg.data, split, train=False)
     return evaluate_model(
-        model, dataset, RunFolder(Path(run_dir)).eval_dir(split), torch.device(device), batch_size, progress=progress
+        model,
+        dataset,
+        RunFolder(Path(run_dir)).eval_dir(split),
+        torch.device(device),
+        batch_size,
+        progress=progress,
+        backend=backend,
     )
 
 

@@ -12,6 +12,7 @@ RUN/
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -25,6 +26,21 @@ from pathlib import Path
 from typing import Any
 
 from drkd_viz.utils.io import atomic_write_json
+
+# The runs folder when none is given, one rule for `pipeline`, `demo`, `app` and the notebooks: $DRKD_RUNS,
+# else runs/<folder> below the working directory. The study keeps its runs inside the demo's folder
+# (RUNS/study/) because it reuses the demo's data and teacher, so both presets default to runs/demo.
+RUNS_ENV = "DRKD_RUNS"
+PRESET_FOLDERS = {"quick": "quick", "demo": "demo", "study": "demo"}
+
+
+def default_runs(preset: str = "demo", base: str | os.PathLike | None = None) -> Path:
+    """The runs folder of ``preset`` when the user names none: ``$DRKD_RUNS``, else ``base/runs/<folder>``
+    (``base``: the working directory)."""
+    if os.environ.get(RUNS_ENV):
+        return Path(os.environ[RUNS_ENV]).expanduser()
+    return Path(base or ".") / "runs" / PRESET_FOLDERS.get(preset, preset)
+
 
 PACKAGES = ("drkd_viz", "torch", "torchvision", "numpy", "pillow", "pycocotools", "faster-coco-eval", "safetensors")
 
@@ -77,6 +93,8 @@ class RunFolder:
 def git_commit() -> dict[str, Any]:
     """The commit of the drkd_viz source tree this run used, and whether it had local changes."""
     source = Path(__file__).resolve().parents[2]
+    if not (source / "pyproject.toml").is_file():  # an installed wheel: its folder may sit in anyone's repository
+        return {"commit": None, "dirty": None}
     try:
         commit = subprocess.run(
             ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
@@ -132,7 +150,8 @@ class MetricsLog:
             self.path.write_text("")
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
         self._tb = None
-        if tensorboard:
+        # TensorBoard files are an extra (pip install 'drkd_viz[tensorboard]'); metrics.jsonl is always written
+        if tensorboard and importlib.util.find_spec("tensorboard") is not None:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(run.tensorboard), purge_step=(resume_from + 1) if resume_from else None)

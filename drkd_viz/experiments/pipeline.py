@@ -26,9 +26,8 @@ from drkd_viz.engine.config import RunConfig, dump_config, load_config, merge_se
 from drkd_viz.engine.pretrain import PretrainConfig
 from drkd_viz.engine.runs import RunFolder
 from drkd_viz.errors import UserError
+from drkd_viz.resources import configs_dir
 from drkd_viz.utils.io import atomic_write_json
-
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @dataclass(frozen=True)
@@ -146,7 +145,7 @@ class Job:
 def _base_section(preset: PipelinePreset, role: str) -> dict:
     if preset.base is None:
         return {"model": {"family": preset.family}}
-    path = REPO_CONFIGS / preset.base / f"{role}_{preset.family}.yaml"
+    path = configs_dir() / preset.base / f"{role}_{preset.family}.yaml"
     return yaml.safe_load(path.read_text())
 
 

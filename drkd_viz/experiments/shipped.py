@@ -77,14 +77,14 @@ def sha256_of(path: Path) -> str:
 
 def load_shipped_state(model: ShippedModel, folder: Path = SHIPPED_DIR) -> dict[str, torch.Tensor]:
     """The shipped weights in fp32, after checking the file's sha256 against the manifest."""
-    from safetensors.torch import load_file
+    from drkd_viz.models.weights import read_safetensors
 
     path = model.path(folder)
     if not path.is_file():
         raise UserError(f"shipped weights {path} are missing; reinstall the package or run with --no-shipped")
     if sha256_of(path) != model.sha256:
         raise UserError(f"shipped weights {path} do not match their sha256 in the manifest; the file is damaged")
-    return {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    return {k: v.float() if v.is_floating_point() else v for k, v in read_safetensors(path).items()}
 
 
 def install(model: ShippedModel, run_dir: Path, cfg: RunConfig, folder: Path = SHIPPED_DIR) -> None:
@@ -156,14 +156,15 @@ def check_metrics(model: ShippedModel, data_root: Path, folder: Path = SHIPPED_D
 def ship(run_dir: Path, name: str, config_key: str, command: str, folder: Path = SHIPPED_DIR) -> ShippedModel:
     """Add (or replace) ``name`` in the manifest: the run's exported weights as fp16, with their metrics
     measured on those fp16 weights."""
-    from safetensors.torch import load_file, save
+    from safetensors.torch import save
 
     from drkd_viz.data.synthetic import GENERATOR_VERSION
     from drkd_viz.engine.config import load_config
     from drkd_viz.engine.runs import RunFolder
+    from drkd_viz.models.weights import read_safetensors
 
     run_dir = Path(run_dir)
-    state = load_file(str(run_dir / "export" / "student.safetensors"))
+    state = read_safetensors(run_dir / "export" / "student.safetensors")
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     folder.mkdir(parents=True, exist_ok=True)
     file = f"{name}.safetensors"

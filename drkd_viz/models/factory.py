@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Literal
+from typing import Annotated, Literal
 
 from torch import nn
 from torchvision.models import mobilenet_v3_large, resnet
@@ -27,6 +27,7 @@ from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from drkd_viz.errors import UserError
+from drkd_viz.utils.typed_config import AT_LEAST_1, FRACTION, Range
 
 Family = Literal["faster_rcnn", "retinanet"]
 FAMILIES: tuple[str, ...] = ("faster_rcnn", "retinanet")
@@ -51,29 +52,31 @@ class DetectorConfig:
 
     family: Family = "faster_rcnn"
     backbone: str = "resnet18"
-    num_classes: int = 0  # foreground classes + 1 (background / unused label 0); 0 = take it from the dataset
-    fpn_channels: int = 128
+    num_classes: Annotated[int, Range(0, 100_000)] = (
+        0  # foreground classes + 1 (background / unused label 0); 0 = take it from the dataset
+    )
+    fpn_channels: Annotated[int, Range(1, 4096)] = 128
     norm: Literal["bn", "frozen_bn", "gn"] = "bn"  # backbone normalisation: bn when training from scratch
-    trainable_backbone_layers: int = 5  # 5 = all; fewer freezes the stem and early stages
-    min_size: int = 256
-    max_size: int = 320
-    image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    anchor_sizes: tuple[int, ...] | None = None
-    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    trainable_backbone_layers: Annotated[int, Range(0, 5)] = 5  # 5 = all; fewer freezes the stem and early stages
+    min_size: Annotated[int, Range(16, 4096)] = 256
+    max_size: Annotated[int, Range(16, 8192)] = 320
+    image_mean: tuple[Annotated[float, FRACTION], ...] = (0.485, 0.456, 0.406)
+    image_std: tuple[Annotated[float, Range(0, 10, low_open=True)], ...] = (0.229, 0.224, 0.225)
+    anchor_sizes: tuple[Annotated[int, Range(1, 8192)], ...] | None = None
+    aspect_ratios: tuple[Annotated[float, Range(0.01, 100)], ...] = (0.5, 1.0, 2.0)
     # two-stage (Faster R-CNN)
-    rpn_pre_nms_top_n_train: int = 600
-    rpn_post_nms_top_n_train: int = 300
-    rpn_pre_nms_top_n_test: int = 300
-    rpn_post_nms_top_n_test: int = 150
-    rpn_batch_size_per_image: int = 256
-    box_batch_size_per_image: int = 128
-    box_head_width: int = 256
+    rpn_pre_nms_top_n_train: Annotated[int, AT_LEAST_1] = 600
+    rpn_post_nms_top_n_train: Annotated[int, AT_LEAST_1] = 300
+    rpn_pre_nms_top_n_test: Annotated[int, AT_LEAST_1] = 300
+    rpn_post_nms_top_n_test: Annotated[int, AT_LEAST_1] = 150
+    rpn_batch_size_per_image: Annotated[int, AT_LEAST_1] = 256
+    box_batch_size_per_image: Annotated[int, AT_LEAST_1] = 128
+    box_head_width: Annotated[int, Range(1, 16384)] = 256
     # one-stage (RetinaNet)
-    topk_candidates: int = 300
+    topk_candidates: Annotated[int, AT_LEAST_1] = 300
     # both
-    detections_per_image: int = 100
-    score_thresh: float = 0.05
+    detections_per_image: Annotated[int, AT_LEAST_1] = 100
+    score_thresh: Annotated[float, FRACTION] = 0.05
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -86,6 +89,14 @@ class DetectorConfig:
             raise UserError(f"num_classes must count the background too (>= 2), got {self.num_classes}")
         if not 0 <= self.trainable_backbone_layers <= 5:
             raise UserError(f"trainable_backbone_layers must be in 0..5, got {self.trainable_backbone_layers}")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3:
+            raise UserError(
+                f"image_mean and image_std need 3 values (R, G, B), got {self.image_mean}, {self.image_std}"
+            )
+        if self.max_size < self.min_size:
+            raise UserError(f"max_size ({self.max_size}) must be >= min_size ({self.min_size})")
+        if not self.aspect_ratios:
+            raise UserError("aspect_ratios needs at least one ratio, e.g. [0.5, 1.0, 2.0]")
         levels = self.levels
         if self.anchor_sizes is not None and len(self.anchor_sizes) != len(levels):
             raise UserError(f"anchor_sizes needs one size per FPN level {levels}, got {list(self.anchor_sizes)}")

@@ -24,6 +24,22 @@ from drkd_viz.models.factory import DetectorConfig
 MAX_LISTED = 8
 
 
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A .safetensors file's tensors (on the CPU); a missing or undecodable file is a clear error naming it."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise WeightsError(
+            f"cannot read {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]} (the file is damaged or "
+            "not a safetensors file; rewrite it, or remove it so that it is rebuilt)"
+        ) from None
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():

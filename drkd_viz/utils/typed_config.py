@@ -1,19 +1,61 @@
-"""Typed loading of dataclasses from plain mappings (YAML): unknown keys and wrong types fail with
-the key's path, the list of valid keys and the closest match."""
+"""Typed loading of dataclasses from plain mappings (YAML): unknown keys, wrong types and out-of-range
+numbers fail with the key's path, the value, and the valid keys (with the closest match) or range.
+
+A numeric field declares its range in its annotation: ``lr: Annotated[float, Range(0, low_open=True)]``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from drkd_viz.errors import UserError
 
 
 class ConfigError(UserError):
     """A configuration file or override that cannot be used as given."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric field allows: ``low`` ≤ value ≤ ``high`` (either end may be open or absent)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def allows(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def __str__(self) -> str:
+        low, high = _number(self.low), _number(self.high)
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {low}" if self.low is not None else "any number"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {high}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{low}, {high}{right}"
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# ranges most fields share
+AT_LEAST_0 = Range(0)
+AT_LEAST_1 = Range(1)
+POSITIVE = Range(0, low_open=True)
+FRACTION = Range(0, 1)  # a probability or a share, ends included
+SEED = Range(0, 2**32 - 1)  # numpy's seeds
 
 
 def _type_name(tp: Any) -> str:
@@ -23,6 +65,12 @@ def _type_name(tp: Any) -> str:
 def _convert(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Annotated:
+        value = _convert(value, args[0], where)
+        for rule in args[1:]:
+            if isinstance(rule, Range) and not rule.allows(value):
+                raise ConfigError(f"{where}: {value!r} is out of range; it must be {rule}")
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -64,6 +112,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -74,7 +124,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
     """Build dataclass ``cls`` from a mapping, refusing unknown keys and values of the wrong type."""
-    hints = typing.get_type_hints(cls)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} fields, got {data!r}")
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = [f.name for f in dataclasses.fields(cls) if f.init and f.name != "extra"]
     unknown = [k for k in data if k not in names]
     if unknown:
@@ -87,5 +139,5 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
         return cls(**kwargs)
     except UserError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
