@@ -34,6 +34,13 @@ VARIANTS: dict[str, list[str]] = {
     "cos200-anchors8": ["optim.schedule=cosine", "model.anchor_sizes=[8,16,32,64,128]"],
     "cos160-anchors12": ["optim.schedule=cosine", "model.anchor_sizes=[12,24,48,96,192]", "train.iterations=160"],
     "cos400-anchors12": ["optim.schedule=cosine", "model.anchor_sizes=[12,24,48,96,192]", "train.iterations=400"],
+    # 160 iterations lost 15 AP against 200: is it the 100-iteration warm-up taking most of the run?
+    "cos160-warm50-anchors12": [
+        "optim.schedule=cosine",
+        "model.anchor_sizes=[12,24,48,96,192]",
+        "train.iterations=160",
+        "optim.warmup_iters=50",
+    ],
 }
 
 
