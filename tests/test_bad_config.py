@@ -165,3 +165,14 @@ def test_damaged_weights_files_name_the_file(quick_runs, tmp_path):
     (run / "export" / "student.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(UserError, match=r"student\.safetensors"):
         load_student(run)
+
+
+def test_overrides_never_change_the_callers_mapping():
+    """A script that loads variants from one base mapping must not see one variant's override in the next
+    (this leaked lr 0.04 from one student probe variant into the following one)."""
+    base = {"optim": {"lr": 0.02}, "model": {"min_size": 160, "max_size": 192}}
+    first = load_config(data=base, overrides=["optim.lr=0.04", "model.min_size=128"])
+    second = load_config(data=base)
+    assert first.optim.lr == 0.04 and first.model.min_size == 128
+    assert second.optim.lr == 0.02 and second.model.min_size == 160
+    assert base == {"optim": {"lr": 0.02}, "model": {"min_size": 160, "max_size": 192}}

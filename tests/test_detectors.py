@@ -61,7 +61,8 @@ def test_forward_backward_on_cpu(family, backbone, quick_batch):
 def test_levels_and_anchors_follow_the_config():
     assert DetectorConfig(family="faster_rcnn").levels == ["P2", "P3", "P4", "P5", "P6"]
     assert DetectorConfig(family="retinanet").levels == ["P3", "P4", "P5", "P6", "P7"]
-    assert DetectorConfig(min_size=800).resolved_anchor_sizes() == (32, 64, 128, 256, 512)  # torchvision's COCO
+    coco = DetectorConfig(min_size=800, max_size=1333)  # torchvision's COCO setting
+    assert coco.resolved_anchor_sizes() == (32, 64, 128, 256, 512)
     assert DetectorConfig(anchor_sizes=(8, 16, 32, 64, 128)).resolved_anchor_sizes() == (8, 16, 32, 64, 128)
     model = build_detector(_small("faster_rcnn", "resnet18", rpn_post_nms_top_n_test=77))
     assert model.rpn._post_nms_top_n["testing"] == 77

@@ -8,6 +8,7 @@ Every run writes its fully resolved config (``config.yaml``) beside its results.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -151,8 +152,8 @@ def load_config(
             raise ConfigError(f"{path} is not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections (data, model, optim, train, …)")
-    if data is not None:
-        raw = merge_sections(raw, data)
+    if data is not None:  # a deep copy: the overrides below must not reach into the caller's mapping
+        raw = merge_sections(raw, copy.deepcopy(data))
     for key, value in parse_overrides(overrides):
         _set_path(raw, key, value)
     cfg = from_dict(RunConfig, raw, where=str(path) if path else "config")

@@ -57,18 +57,24 @@ def export_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about data-dependent shapes: the axes below are dynamic
-        torch.onnx.export(
-            model,
-            (example,),
-            str(tmp),
-            opset_version=opset,
-            input_names=INPUTS,
-            output_names=OUTPUTS,
-            dynamic_axes={"images": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in OUTPUTS}},
-            dynamo=False,
-        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about data-dependent shapes: the axes below are dynamic
+            torch.onnx.export(
+                model,
+                (example,),
+                str(tmp),
+                opset_version=opset,
+                input_names=INPUTS,
+                output_names=OUTPUTS,
+                dynamic_axes={"images": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in OUTPUTS}},
+                dynamo=False,
+            )
+    except Exception as exc:  # the exporter's own errors (an unsupported opset, an operator it cannot convert)
+        tmp.unlink(missing_ok=True)
+        raise UserError(
+            f"ONNX export of {run_dir} failed at opset {opset}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        ) from None
     os.replace(tmp, out)
     seconds = time.perf_counter() - started
     session = onnx_session(out)

@@ -66,13 +66,13 @@ _TINY_MODEL = {
 # and shipped with the package (drkd_viz/shipped/), so the README's main job installs it instead of
 # training it; `drkd-viz pipeline --preset demo --no-shipped` rebuilds it. The students are trained in the
 # demo itself: on 2 cores (student step ~1.1 s, distilled 1.6-1.8 s, batch 8) three students of
-# DEMO_STUDENT_ITERATIONS steps, their backbone's pre-training, data and evaluation took 22.4 minutes.
+# DEMO_STUDENT_ITERATIONS steps, their backbone's pre-training, data and evaluation took 22.1 minutes.
 DEMO_TEACHER_ITERATIONS = 600
 DEMO_STUDENT_ITERATIONS = 200
 DEMO_PRETRAIN_ITERATIONS = 300
 # The study uses the demo's teacher and trains its students longer (one thread each, two at a time: on 2
 # cores ~1.25x the throughput of one run on both threads). Its budget keeps the teacher-baseline gap at
-# >= 10 AP, so that distillation has room to show: on val the baseline reached 23.3 AP after 200
+# >= 10 AP, so that distillation has room to show: on val the baseline reached 15.3 AP after 200
 # iterations and 39.1 after 400, against the teacher's 57.2 (scripts/probe_student.py). The gap shrank by
 # 16 points from 200 to 400 iterations; 1000 (the old budget) was not measured and risks closing it.
 STUDY_STUDENT_ITERATIONS = 400
@@ -107,7 +107,7 @@ PRESETS: dict[str, PipelinePreset] = {
         methods=("baseline", "feature_imitation", "drkd"),
         seeds=(0,),
         pretrain_iterations=DEMO_PRETRAIN_ITERATIONS,
-        notes="the embedded default: the shipped teacher and one seed of each student, about 20 minutes on 2 CPU cores",
+        notes="the embedded default: the shipped teacher and one seed of each student, about 22 minutes on 2 CPU cores",
     ),
     "study": PipelinePreset(
         name="study",
