@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -69,3 +71,19 @@ def polling_notebook_client():
                 channel.get_msg = original
 
     return PollingNotebookClient
+
+
+def copy_repository(source: Path, dest: Path) -> Path:
+    """Copy what git tracks or would track in ``source`` (nothing it ignores: no .venv, runs, build output)
+    into ``dest``, as a clone of the working tree would hold it."""
+    files = subprocess.run(
+        ["git", "-C", str(source), "ls-files", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for name in files:
+        if (source / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / name, dest / name)
+    return dest

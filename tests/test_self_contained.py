@@ -4,12 +4,12 @@ subset of the suite, real-COCO tests included."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import copy_repository
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_SUBSET = [
@@ -23,16 +23,7 @@ FAST_SUBSET = [
 @pytest.mark.slow
 def test_a_lone_copy_passes_a_fast_subset(tmp_path):
     lone = tmp_path / "alone" / "drkd_viz"  # its parent holds nothing else
-    files = subprocess.run(
-        ["git", "-C", str(REPO), "ls-files", "--cached", "--others", "--exclude-standard"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for name in files:
-        if (REPO / name).is_file():
-            (lone / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, lone / name)
+    copy_repository(REPO, lone)
     subprocess.run(["git", "init", "-q", str(lone)], check=True)  # the packaging test lists files with git
     subprocess.run(["git", "-C", str(lone), "add", "-A"], check=True)
     assert sorted(p.name for p in lone.parent.iterdir()) == ["drkd_viz"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -13,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import copy_repository
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -25,17 +25,7 @@ def wheel_env(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("wheel")
     # build from a copy of the repository's files (what git tracks or would track): the build writes
     # build/ and *.egg-info next to the sources, and must not see anything git ignores
-    source = root / "source"
-    files = subprocess.run(
-        ["git", "-C", str(REPO), "ls-files", "--cached", "--others", "--exclude-standard"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for name in files:
-        if (REPO / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, source / name)
+    source = copy_repository(REPO, root / "source")
     dist = root / "dist"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-w", str(dist)],
