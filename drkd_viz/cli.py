@@ -246,8 +246,9 @@ def export(
     onnx: Annotated[Path, typer.Option(help="ONNX file to write (.onnx); a .json record goes beside it.")],
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
 ) -> None:
-    """Export a run's detector to ONNX, pre- and post-processing included, with a dynamic image size;
-    check it against PyTorch with ONNX Runtime. Needs the onnx extra: pip install 'drkd_viz[onnx]'."""
+    # the backslash keeps rich's markup from eating "[onnx]" in --help
+    r"""Export a run's detector to ONNX, pre- and post-processing included, with a dynamic image size;
+    check it against PyTorch with ONNX Runtime. Needs the onnx extra: pip install 'drkd_viz\[onnx]'."""
     from drkd_viz.engine.onnx_export import export_onnx
 
     record = export_onnx(run, onnx, opset=opset)

@@ -49,7 +49,7 @@ UPLOAD_TYPES = ("png", "jpg", "jpeg", "bmp", "webp")
 UPLOAD_MAX_SIDE = 800  # longer side after decoding: the detectors resize far below this anyway
 
 # Distillation terms the distiller adds to the detector's own losses (drkd_viz/distill/distiller.py).
-DISTILL_TERMS = ("loss_pr", "loss_ir", "loss_ins", "loss_fi")
+DISTILL_TERMS = ("loss_pr", "loss_ir", "loss_ins", "loss_fi", "loss_pkd")
 # Entries of a runs folder that are not run folders.
 NOT_RUNS = ("data", "reports", "report", "variants", ".stale")
 
@@ -188,6 +188,8 @@ def leaderboard(report: dict[str, Any], gain_keys: tuple[str, ...] = ("AP", "APs
         row["GFLOPs / image"] = cost.get("gflops_per_image", math.nan)
         row["CPU images / s"] = cost.get("cpu_images_per_s", math.nan)
         row["CPU images / s, 1 thread"] = cost.get("cpu_images_per_s_1thread", math.nan)
+        # the paired per-image median (reports before it lack the figure)
+        row["CPU speed-up vs teacher"] = 1.0 if name == "teacher" else cost.get("speedup", math.nan)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -241,6 +243,7 @@ def ablation_settings(name: str) -> str:
             "teacher": "the teacher",
             "baseline": "no distillation",
             "feature_imitation": "FPN feature imitation",
+            "pkd": "PKD: Pearson-correlation feature imitation",
         }.get(name, "")
     changes = ABLATIONS[name]
     return "DRKD as configured" if not changes else ", ".join(f"{k} = {v}" for k, v in changes.items())

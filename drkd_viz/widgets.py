@@ -31,7 +31,12 @@ class AblationPanel:
         slider = dict(base=10, min=-3, max=0.5, step=0.1, style=style, layout=layout, readout_format=".3g")
         self.controls: dict[str, Any] = {
             "method": w.ToggleButtons(
-                options=[("DRKD", "drkd"), ("feature imitation", "feature_imitation"), ("baseline", "baseline")],
+                options=[
+                    ("DRKD", "drkd"),
+                    ("feature imitation", "feature_imitation"),
+                    ("PKD", "pkd"),
+                    ("baseline", "baseline"),
+                ],
                 value="drkd",
                 description="method",
                 style=style,

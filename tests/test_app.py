@@ -98,15 +98,21 @@ def test_runs_page_training_curves(app):
     app.switch_page("views/runs.py").run()
     _ok(app)
     assert app.title[0].value == "Runs"
-    assert _images(app) == 1
+    assert _images(app) == 2  # training curves, and the diagnostics of a distillation run
     assert set(app.multiselect(key="runs_chosen").value) == {"baseline-s0", "feature_imitation-s0", "drkd-s0"}
+    # the baseline logs no diagnostics: only the distillation runs are offered
+    # the baseline logs ‖∇L_det‖ and its clip factor too: the reference a distilled run is read against
+    assert set(app.selectbox(key="runs_diagnosed").options) == {"baseline-s0", "feature_imitation-s0", "drkd-s0"}
+    app.selectbox(key="runs_diagnosed").select("drkd-s0").run()
+    _ok(app)
+    assert "How to read the diagnostics" in _texts(app)
     app.multiselect(key="runs_terms").set_value(["loss", "loss_pr", "pr_P2"]).run()
     _ok(app)
     app.slider(key="runs_smooth").set_value(10).run()
     app.toggle(key="runs_log").set_value(True).run()
     app.toggle(key="runs_ratio").set_value(True).run()
     _ok(app)
-    assert _images(app) == 1
+    assert _images(app) == 2
     runs_table = app.dataframe[0].value
     assert set(runs_table["run"]) == {"teacher", "baseline-s0", "feature_imitation-s0", "drkd-s0"}
 

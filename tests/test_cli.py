@@ -94,6 +94,8 @@ def test_version_and_typed_choices():
         text = runner.invoke(app, [verb, "--help"], terminal_width=200).output
         assert option in text and all(choice in text for choice in choices), (verb, option)
     assert "[default: faster]" in runner.invoke(app, ["eval", "--help"], terminal_width=200).output
+    # rich markup would read the extra's name as a style tag and drop it
+    assert "drkd_viz[onnx]" in runner.invoke(app, ["export", "--help"], terminal_width=200).output
     # the CLI spells its choices out (importing the factory would make --help slow): they must stay in step
     from drkd_viz.cli import Backbone, PipelinePresetName
     from drkd_viz.experiments.pipeline import PRESETS

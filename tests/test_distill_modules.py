@@ -8,10 +8,13 @@ import math
 import pytest
 import torch
 
-from drkd_viz.distill.baselines import FeatureImitationLoss
+from drkd_viz.distill.baselines import FeatureImitationLoss, PearsonImitationLoss, standardise_channels
+from drkd_viz.distill.diagnostics import relation_entropy_ratio, residual_ratio
 from drkd_viz.distill.glore import GraphReasoningUnit
 from drkd_viz.distill.instance_relation import (
+    CosineRelation,
     InstanceRelationLoss,
+    PointwiseAdapter,
     RelationModule,
     boxes_to_rois,
     level_stride,
@@ -111,6 +114,37 @@ def test_feature_imitation_is_mse_after_adapter():
     total, per = fi(s, t)
     expected = ((fi.adapters["P2"](s["P2"]) - t["P2"]) ** 2).mean()
     assert torch.allclose(per["P2"], expected) and torch.allclose(total, per["P2"] + per["P3"])
+
+
+def test_pkd_against_a_hand_computation():
+    """L_PKD = Σ_levels ½·mean((ẑ(f(S)) − ẑ(T))²), ẑ standardising each channel over N·H·W, written out
+    with plain loops; ½·MSE of standardised channels is 1 − Pearson's r (up to (n−1)/n)."""
+    pkd = PearsonImitationLoss(["P2", "P3"], 8, 16)
+    s, t = feats(["P2", "P3"], 8), feats(["P2", "P3"], 16, seed=1)
+    total, per = pkd(s, t)
+    for lv in ("P2", "P3"):
+        adapted = pkd.adapters[lv](s[lv]).detach()
+        target = t[lv]
+        squared, pearson = [], []
+        for c in range(target.shape[1]):
+            a, b = adapted[:, c].flatten(), target[:, c].flatten()
+            n = a.numel()
+            a_hat = (a - a.sum() / n) / (((a - a.mean()) ** 2).sum() / (n - 1)).sqrt()
+            b_hat = (b - b.sum() / n) / (((b - b.mean()) ** 2).sum() / (n - 1)).sqrt()
+            squared.append(((a_hat - b_hat) ** 2).sum())
+            # Σ â² = n − 1 with the unbiased std, so ½·mean((â − b̂)²) = (n − 1)/n · (1 − r)
+            pearson.append((n - 1) / n * (1 - torch.corrcoef(torch.stack([a, b]))[0, 1]))
+        expected = 0.5 * torch.stack(squared).sum() / target.numel()
+        torch.testing.assert_close(per[lv], expected, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(per[lv], torch.stack(pearson).mean(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(total, per["P2"] + per["P3"])
+    # magnitude-free: scaling and shifting the teacher's channels changes nothing
+    shifted = {lv: 7.0 * t[lv] + 3.0 for lv in t}
+    torch.testing.assert_close(pkd(s, shifted)[0], total, rtol=1e-4, atol=1e-5)
+    standardised = standardise_channels(t["P2"])
+    torch.testing.assert_close(standardised.mean(dim=(0, 2, 3)), torch.zeros(16), atol=1e-5, rtol=0)
+    total.backward()
+    assert pkd.adapters["P2"].weight.grad is not None
 
 
 # ---- relation module and instance losses: batched vs a straightforward per-image loop ------------------
@@ -281,3 +315,77 @@ def test_boxes_are_pooled_in_the_detectors_transformed_coordinates():
     assert torch.allclose(pool_instances(marked, rois, stride, 3), torch.ones(1, 9))
     rois_wrong, _ = boxes_to_rois([box])
     assert float(pool_instances(marked, rois_wrong, stride, 3).mean()) < 0.5
+
+
+# ---- the distillation ladder's switches (docs/method.md) -------------------------------------------------
+
+
+def test_zero_initialised_graph_unit_passes_its_input_through():
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 8, 8)
+    unit = GraphReasoningUnit(16, 4, zero_init=True).train()
+    parts = unit.parts(x)
+    assert torch.equal(parts.relation, x) and residual_ratio(parts.residual, x) == 0.0
+    (parts.relation * torch.randn_like(x)).sum().backward()
+    assert unit.bn.weight.grad.abs().sum() > 0  # the branch can still grow: γ gets a gradient
+    assert residual_ratio(GraphReasoningUnit(16, 4).train().parts(x).residual, x) > 0.5  # the default: full strength
+
+
+def test_cosine_relation_is_parameter_free_block_diagonal_and_peaked():
+    torch.manual_seed(0)
+    r = torch.randn(7, 12)
+    index = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    out = CosineRelation()(r, index)
+    assert not list(CosineRelation().parameters())
+    assert torch.allclose(out.matrix.sum(1), torch.ones(7))
+    assert out.matrix[:3, 3:].abs().sum() == 0 and out.matrix[3:, :3].abs().sum() == 0
+    assert torch.allclose(out.aggregated, r + out.matrix @ r)
+    # the diagonal (cos = 1) dominates at τ = 0.1: far from the uniform rows of an untrained relation module
+    assert relation_entropy_ratio(out.matrix, index) < 0.2
+    assert relation_entropy_ratio(CosineRelation(temperature=1e3)(r, index).matrix, index) > 0.99
+    same = CosineRelation()(torch.ones(3, 12), torch.zeros(3, dtype=torch.long)).matrix
+    assert torch.allclose(same, torch.full((3, 3), 1 / 3))  # identical instances relate equally
+
+
+def test_cosine_teacher_side_has_no_trainable_relation():
+    loss = InstanceRelationLoss(["P2"], 8, 16, teacher_relation="cosine")
+    assert all(isinstance(m, CosineRelation) for m in loss.teacher_relations.values())
+    assert not list(loss.teacher_relations.parameters())
+    student, teacher = feats(["P2"], 8), feats(["P2"], 16, seed=1)
+    l_ir, _, _ = loss(student, teacher, random_boxes([3, 4]))
+    l_ir.backward()
+    assert all(p.grad is not None for p in loss.student_relations.parameters())
+
+
+@pytest.mark.parametrize("target", ["features", "matrix"])
+def test_conv_instance_adapter_is_a_1x1_conv_before_pooling(target):
+    linear = InstanceRelationLoss(["P2", "P3"], 8, 16, target=target)
+    conv = InstanceRelationLoss(["P2", "P3"], 8, 16, target=target, adapter="conv")
+    adapters = [*conv.instance_adapters.values(), *(conv.relation_adapters or {}).values()]
+    assert adapters and all(isinstance(a, PointwiseAdapter) for a in adapters)
+    count = lambda modules: sum(p.numel() for m in modules for p in m.parameters())  # noqa: E731
+    assert count(adapters) == len(adapters) * (8 * 16 + 16)  # against 72 x 144 + 144 for each linear one
+    assert count([conv]) < count([linear])
+    # pooling then the pointwise adapter equals the 1x1 conv applied to the feature, then pooling
+    f = feats(["P2"], 8)["P2"]
+    rois, _ = boxes_to_rois(random_boxes([3, 2]))
+    adapter = conv.instance_adapters["P2"]
+    conv2d = torch.nn.functional.conv2d(f, adapter.conv.weight[..., None], adapter.conv.bias)
+    after = pool_instances(conv2d, rois, 4, 3)
+    before = adapter(pool_instances(f, rois, 4, 3))
+    assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_standardised_distances_ignore_the_teachers_scale():
+    torch.manual_seed(0)
+    student, teacher = feats(["P2", "P3"], 8), feats(["P2", "P3"], 16, seed=1)
+    boxes = random_boxes([3, 4])
+    scaled = {lv: 50 * t + 3 for lv, t in teacher.items()}
+    pixel = PixelRelationLoss(["P2", "P3"], 8, 16, {"P2": 4, "P3": 4}, zero_init=True, standardize=True)
+    assert float(pixel(student, teacher)[0]) == pytest.approx(float(pixel(student, scaled)[0]), rel=1e-4)
+    plain = PixelRelationLoss(["P2", "P3"], 8, 16, {"P2": 4, "P3": 4}, zero_init=True)
+    assert float(plain(student, scaled)[0]) > 100 * float(plain(student, teacher)[0])
+    instance = InstanceRelationLoss(["P2", "P3"], 8, 16, relations=False, standardize=True)
+    assert float(instance(student, teacher, boxes)[1]) == pytest.approx(
+        float(instance(student, scaled, boxes)[1]), rel=1e-4
+    )

@@ -294,3 +294,70 @@ def test_inspection_api_for_teacher_drkd_and_baseline_students(quick_data, teach
     assert not torch.equal(views["drkd"].levels[lv].relation, views["baseline"].levels[lv].relation)
     with pytest.raises(UserError, match="is not a DRKD run"):
         RelationUnits.from_run(teacher_dir)
+
+
+def test_pkd_method(quick_data, teacher_run, tmp_path):
+    """PKD trains in the same engine: only its own term, logged per level, with the other weights at 0."""
+    teacher, family = teacher_run
+    cfg = load_config(
+        data=tiny(
+            quick_data,
+            model=_model(family, "resnet10", 32),
+            train={"iterations": 3, "eval_split": "none"},
+            distill={"method": "pkd", "teacher": str(teacher)},
+        )
+    )
+    assert cfg.distill["pkd_weight"] > 0
+    assert all(cfg.distill[k] == 0 for k in ("pr_weight", "ir_weight", "ins_weight", "fi_weight"))
+    manifest = train(cfg, tmp_path / "pkd", quiet=True)
+    assert "L_PKD" in manifest["formula"] and "L_FI" not in manifest["formula"]
+    row = json.loads((tmp_path / "pkd" / "metrics.jsonl").read_text().splitlines()[0])
+    assert "loss_pkd" in row and "loss_fi" not in row and "loss_pr" not in row
+    assert any(k.startswith("pkd_P") for k in row)
+
+
+def test_separate_clip_gives_the_distillation_modules_their_own_group(quick_data, teacher_run, tmp_path):
+    """distill.clip=separate: the student is clipped alone, first; the relation modules are a second group,
+    clipped on their own and logged; the authors' single clip stays the default and the reference."""
+    objective, _, _ = _objective(quick_data, teacher_run)
+    assert len(objective.parameter_groups()) == 1
+    assert resolve_distill({"method": "drkd", "teacher": "t", "preset": "reference"}, ["P2", "P3"])["clip"] == "joint"
+    objective, _, _ = _objective(quick_data, teacher_run, clip="separate")
+    student, modules = objective.parameter_groups()
+    assert {id(p) for p in student} == {id(p) for p in objective.student.parameters() if p.requires_grad}
+    relation_modules = [*objective.pixel.parameters(), *objective.instance.parameters()]
+    assert {id(p) for p in modules} == {id(p) for p in relation_modules}
+    teacher, family = teacher_run
+    cfg = load_config(
+        data=tiny(
+            quick_data,
+            model=_model(family, "resnet10", 32),
+            train={"iterations": 2, "eval_split": "none"},
+            optim={"clip_grad_norm": 1e-3},
+            distill={"method": "drkd", "teacher": str(teacher), "clip": "separate"},
+        )
+    )
+    train(cfg, tmp_path / "separate", quiet=True)
+    row = json.loads((tmp_path / "separate" / "metrics.jsonl").read_text().splitlines()[0])
+    assert 0 < row["clip_factor"] < 1 and 0 < row["clip_factor_group1"] < 1
+    assert row["grad_norm"] != row["grad_norm_group1"]
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"teacher_relation": "cosine"},
+        {"glore_zero_init": True},
+        {"instance_adapter": "conv"},
+        {"standardize": True},
+        {"teacher_relation": "cosine", "ir_target": "matrix", "instance_adapter": "conv"},
+    ],
+)
+def test_ladder_switches_train(quick_data, teacher_run, switches):
+    objective, images, targets = _objective(quick_data, teacher_run, **switches)
+    objective.train()
+    losses = objective(images, targets)
+    assert {"loss_pr", "loss_ir", "loss_ins"} <= set(losses)
+    sum(losses.values()).backward()
+    trainable = [p for p in objective.parameters() if p.requires_grad]
+    assert all(p.grad is not None for p in trainable)  # nothing built that no term trains

@@ -7,7 +7,7 @@ import math
 
 from matplotlib.figure import Figure
 
-from drkd_viz.viz.common import new_figure, role_color
+from drkd_viz.viz.common import ROLE_COLORS, new_figure, role_color
 
 
 def metric_bars(table, metric: str, title: str, ylabel: str) -> Figure:
@@ -26,10 +26,7 @@ def metric_bars(table, metric: str, title: str, ylabel: str) -> Figure:
                 [0 if math.isnan(lo) else v - lo for v, lo in zip(values, lows, strict=True)],
                 [0 if math.isnan(hi) else hi - v for v, hi in zip(values, highs, strict=True)],
             ]
-    colors = [
-        role_color(n) if n in ("teacher", "baseline", "feature_imitation", "drkd") else f"C{i + 4}"
-        for i, n in enumerate(names)
-    ]
+    colors = [role_color(n) if n in ROLE_COLORS else f"C{i + 4}" for i, n in enumerate(names)]
     ax.bar(range(len(names)), values, yerr=errors, capsize=3, color=colors)
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
     ax.axhline(0, color="black", linewidth=0.6)

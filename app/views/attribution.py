@@ -9,7 +9,7 @@ import torch
 from _shared import context, widgets
 
 from drkd_viz.analysis import attribution
-from drkd_viz.analysis.models import ROLE_TITLES
+from drkd_viz.analysis.models import OPTIONAL_ROLES, ROLE_TITLES
 from drkd_viz.data.synthetic import size_bucket
 from drkd_viz.errors import UserError
 from drkd_viz.viz import attribution as vattr
@@ -74,7 +74,7 @@ with left:
 
     chosen = st.selectbox("Box to explain", range(len(candidates)), format_func=describe, key="attr_box")
     roles = st.multiselect(
-        "Models", models.roles, default=[r for r in models.roles if r != "feature_imitation"], key="attr_roles"
+        "Models", models.roles, default=[r for r in models.roles if r not in OPTIONAL_ROLES], key="attr_roles"
     )
     methods = st.multiselect(
         "Methods",

@@ -9,7 +9,7 @@ import streamlit as st
 from _shared import context, widgets
 
 from drkd_viz.analysis import instances
-from drkd_viz.analysis.models import ROLE_TITLES, instance_areas
+from drkd_viz.analysis.models import OPTIONAL_ROLES, ROLE_TITLES, instance_areas
 from drkd_viz.viz import instances as vinst
 
 ctx = context.current()
@@ -27,7 +27,7 @@ with left:
     picked = widgets.image_picker(ctx, "instance", allow_upload=False)
     level = st.selectbox("FPN level", models.instance_levels(), key="instance_level")
     roles = st.multiselect(
-        "Models", models.roles, default=[r for r in models.roles if r != "feature_imitation"], key="instance_roles"
+        "Models", models.roles, default=[r for r in models.roles if r not in OPTIONAL_ROLES], key="instance_roles"
     )
 if not roles:
     st.info("Pick at least one model.")

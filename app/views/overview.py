@@ -33,7 +33,7 @@ models = list(board["model"])
 shown = st.multiselect("Models", models, default=models, key="overview_models")
 view = board[board["model"].isin(shown)]
 accuracy = ["model", "seeds", "AP", "AP50", "AP75", "APs", "APm", "APl"]
-cost = ["parameters (M)", "GFLOPs / image", "CPU images / s", "CPU images / s, 1 thread"]
+cost = ["parameters (M)", "GFLOPs / image", "CPU images / s", "CPU images / s, 1 thread", "CPU speed-up vs teacher"]
 gains = [c for c in view.columns if c.startswith(("ΔAP", "gap closed"))]
 intervals = [c for c in view.columns if c.endswith(("CI low", "CI high")) and not c.startswith("Δ")]
 detail = st.toggle("Show intervals", value=False, key="overview_intervals")

@@ -8,7 +8,7 @@ import streamlit as st
 from _shared import context, widgets
 
 from drkd_viz.analysis import graph, pixel
-from drkd_viz.analysis.models import ROLE_TITLES
+from drkd_viz.analysis.models import OPTIONAL_ROLES, ROLE_TITLES
 from drkd_viz.viz import pixel as vpixel
 
 ctx = context.current()
@@ -25,7 +25,7 @@ with left:
     picked = widgets.image_picker(ctx, "pixel")
     level = st.selectbox("FPN level", models.pixel_levels(), key="pixel_level")
     roles = st.multiselect(
-        "Models", models.roles, default=[r for r in models.roles if r != "feature_imitation"], key="pixel_roles"
+        "Models", models.roles, default=[r for r in models.roles if r not in OPTIONAL_ROLES], key="pixel_roles"
     )
     opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="pixel_opacity")
 if picked is None:

@@ -9,6 +9,7 @@ import streamlit as st
 from _shared import context, figures, widgets
 
 from drkd_viz import dashboard as db
+from drkd_viz.viz.diagnostics import HOW_TO_READ, diagnostic_groups, plot_diagnostics
 
 ctx = context.current()
 st.title("Runs")
@@ -85,6 +86,29 @@ with right:
         )
     else:
         st.info("Pick at least one run and one term.")
+
+st.subheader("Diagnostics: why did distillation help, or not?")
+diagnosed = [n for n in chosen if diagnostic_groups(frames[n].columns)]
+if not diagnosed:
+    st.info(
+        "None of the chosen runs logged diagnostics. Runs log them every `train.log_every` iterations "
+        "(10 by default): every run its ‖∇L_det‖ and clip factor, distillation runs the rest."
+    )
+else:
+    run_name = st.selectbox("Run", diagnosed, key="runs_diagnosed")
+
+    @st.cache_data(show_spinner=False, max_entries=32)
+    def diagnostics_png(root: str, name: str, mtime: float, size: int) -> bytes:
+        frame = metrics(root, name, mtime, size)
+        return widgets.png_of(plot_diagnostics(frame, title=f"{name}: diagnostics"))
+
+    stat = db.inside(ctx.root, run_name, "metrics.jsonl").stat()
+    widgets.show_png(
+        diagnostics_png(ctx.root_key, run_name, stat.st_mtime, stat.st_size),
+        "diagnostics.png",
+        "runs_diagnostics",
+    )
+    st.markdown(HOW_TO_READ)
 
 st.subheader("Run folders")
 widgets.show_table(pd.DataFrame(summary).round(2), "runs.csv", "runs_summary")

@@ -45,7 +45,7 @@ if shown:
 
 st.subheader("Precision–recall curves")
 IOUS = {"mean over IoU 0.50:0.95 (AP)": None, "IoU 0.50 (AP50)": 0.5, "IoU 0.75 (AP75)": 0.75}
-roles_available = [m for m in ("teacher", "baseline", "feature_imitation", "drkd") if m in models]
+roles_available = [m for m in ("teacher", "baseline", "feature_imitation", "pkd", "drkd") if m in models]
 left, middle, right = st.columns(3)
 area = left.selectbox("Object size", ["small", "medium", "large", "all"], key="small_area")
 iou_name = middle.selectbox("IoU", list(IOUS), key="small_iou")

@@ -35,11 +35,12 @@ from drkd_viz.errors import UserError
 from drkd_viz.models.capture import fpn_features, transform_inputs
 
 MODEL_ROLES: tuple[str, ...] = ("teacher", "baseline", "drkd")  # display order
-OPTIONAL_ROLES: tuple[str, ...] = ("feature_imitation",)  # loaded when the runs folder has it
+OPTIONAL_ROLES: tuple[str, ...] = ("feature_imitation", "pkd")  # loaded when the runs folder has it
 ROLE_TITLES: dict[str, str] = {
     "teacher": "teacher",
     "baseline": "baseline student",
     "feature_imitation": "feature-imitation student",
+    "pkd": "PKD student",
     "drkd": "DRKD student",
 }
 

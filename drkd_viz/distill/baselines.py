@@ -1,7 +1,14 @@
 """Comparison methods in the same pipeline as DRKD.
 
-Plain FPN feature imitation (FitNet-style): a 1x1 adapter per level and the mean squared error to
-the teacher's feature, summed over levels:   L_FI = Σ_levels mean( (f(S_l) − T_l)² )
+* Plain FPN feature imitation (FitNet-style): a 1x1 adapter per level and the mean squared error to
+  the teacher's feature, summed over levels:   L_FI = Σ_levels mean( (f(S_l) − T_l)² )
+* PKD (Cao et al., "PKD: General Distillation Framework for Object Detectors via Pearson Correlation
+  Coefficient", NeurIPS 2022): each channel of both features standardised over the batch and the pixels
+  (N·H·W) first, so the loss no longer depends on the features' magnitudes, then half the MSE:
+      L_PKD = Σ_levels ½ · mean( (ẑ(f(S_l)) − ẑ(T_l))² ),   ẑ(x)_c = (x_c − mean_c) / std_c
+  For standardised channels ½·MSE = 1 − r (Pearson's r) up to the (n−1)/n of the unbiased std, so each
+  level's term lies in [0, 2]. The paper's students and teachers share the FPN width; here a 1x1 adapter
+  f first maps the student's channels to the teacher's, as for feature imitation.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from drkd_viz.distill.norms import feature_distance
+from drkd_viz.distill.norms import feature_distance, standardise_channels
 from drkd_viz.distill.pixel_relation import check_shapes
 
 
@@ -28,4 +35,24 @@ class FeatureImitationLoss(nn.Module):
         for lv in self.levels:
             check_shapes(student[lv], teacher[lv], lv, "L_FI")
             per_level[lv] = feature_distance(self.adapters[lv](student[lv]), teacher[lv], self.norm)
+        return torch.stack(list(per_level.values())).sum(), per_level
+
+
+class PearsonImitationLoss(nn.Module):
+    """L_PKD (see the module docstring): returns the sum over levels and the value per level."""
+
+    def __init__(self, levels: list[str], student_channels: int, teacher_channels: int):
+        super().__init__()
+        self.levels = list(levels)
+        self.adapters = nn.ModuleDict({lv: nn.Conv2d(student_channels, teacher_channels, 1) for lv in self.levels})
+
+    def forward(
+        self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        per_level = {}
+        for lv in self.levels:
+            check_shapes(student[lv], teacher[lv], lv, "L_PKD")
+            s = standardise_channels(self.adapters[lv](student[lv]))
+            t = standardise_channels(teacher[lv])
+            per_level[lv] = 0.5 * (s - t).pow(2).mean()
         return torch.stack(list(per_level.values())).sum(), per_level

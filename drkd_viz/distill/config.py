@@ -32,12 +32,12 @@ from typing import Annotated, Any, Literal
 from drkd_viz.errors import UserError
 from drkd_viz.utils.typed_config import AT_LEAST_0, Range, from_dict
 
-METHOD_NAMES = ("none", "feature_imitation", "drkd")
+METHOD_NAMES = ("none", "feature_imitation", "pkd", "drkd")
 
 
 @dataclass
 class DistillConfig:
-    method: Literal["none", "feature_imitation", "drkd"] = "drkd"
+    method: Literal["none", "feature_imitation", "pkd", "drkd"] = "drkd"
     preset: Literal["default", "reference"] = "default"
     teacher: str | None = None  # a run folder (uses its export/) or a weights file (+ teacher_model)
     teacher_model: dict[str, Any] | None = None  # DetectorConfig fields; needed with a weights file
@@ -45,6 +45,7 @@ class DistillConfig:
     ir_weight: Annotated[float, AT_LEAST_0] | None = None  # λ_ir
     ins_weight: Annotated[float, AT_LEAST_0] | None = None  # λ_ins
     fi_weight: Annotated[float, AT_LEAST_0] | None = None  # feature imitation weight (method feature_imitation)
+    pkd_weight: Annotated[float, AT_LEAST_0] | None = None  # PKD weight (method pkd)
     pr_levels: list[str] | None = None
     nodes: dict[str, int] | None = None  # graph nodes per level
     glore_normalize: bool | None = None
@@ -55,8 +56,23 @@ class DistillConfig:
     relation_scale: bool | None = None
     norm: Literal["mse", "frobenius"] | None = None
     fi_levels: list[str] | None = None
+    pkd_levels: list[str] | None = None
     # how the λ weights change over training: constant (the paper), or cosine-decayed from λ to 0
     weight_schedule: Literal["constant", "cosine"] | None = None
+    # --- the design suspects of the distillation ladder (docs/method.md, "The distillation ladder") ---
+    # joint: one gradient clip over student and distillation modules (the authors'); separate: the student's
+    # gradient is clipped on its own and the distillation modules form their own optimiser group and clip
+    clip: Literal["joint", "separate"] | None = None
+    # learned: the teacher-side relation modules R_t (the authors'); cosine: parameter-free teacher relations,
+    # A^t = softmax_j(cos(r^t_i, r^t_j) / 0.1) and z^t = r^t + A^t·r^t, anchored to the teacher's features
+    teacher_relation: Literal["learned", "cosine"] | None = None
+    # start the graph units' residual branch at zero (BatchNorm γ = 0, as the GloRe authors do), on both sides
+    glore_zero_init: bool | None = None
+    # linear: f_i / f_r map pooled instance vectors (C_s·s² -> C_t·s², the authors'); conv: one 1x1 conv per
+    # level maps the student's feature before pooling, so instances are compared in the teacher's channels
+    instance_adapter: Literal["linear", "conv"] | None = None
+    # standardise each channel of both sides before the MSE of L_PR and L_INS (as PKD does)
+    standardize: bool | None = None
 
 
 WEIGHT_SCHEDULES = ("constant", "cosine")
@@ -71,7 +87,19 @@ def weight_factor(schedule: str, progress: float) -> float:
     raise UserError(f"distill.weight_schedule: unknown {schedule!r}; choose one of {', '.join(WEIGHT_SCHEDULES)}")
 
 
-TERM_NAMES = (("pr_weight", "L_PR"), ("ir_weight", "L_IR"), ("ins_weight", "L_INS"), ("fi_weight", "L_FI"))
+TERM_NAMES = (
+    ("pr_weight", "L_PR"),
+    ("ir_weight", "L_IR"),
+    ("ins_weight", "L_INS"),
+    ("fi_weight", "L_FI"),
+    ("pkd_weight", "L_PKD"),
+)
+WEIGHT_KEYS = tuple(key for key, _ in TERM_NAMES)
+METHOD_WEIGHTS = {  # the weights each method uses; the others are set to 0
+    "drkd": ("pr_weight", "ir_weight", "ins_weight"),
+    "feature_imitation": ("fi_weight",),
+    "pkd": ("pkd_weight",),
+}
 
 
 def formula(settings: dict[str, Any] | None) -> str:
@@ -84,11 +112,16 @@ def formula(settings: dict[str, Any] | None) -> str:
     return "L = L_det + " + " + ".join(terms)
 
 
+# L_PKD starts near 1 per level (uncorrelated channels: ½·MSE = 1 − r ≈ 1), about 5 over P2–P6, against an
+# L_det of about 2.0 over the demo student's first 20 iterations: λ = 0.2 puts it at half L_det, the rule
+# feature imitation's weight follows. Not yet tuned on val.
+PKD_WEIGHT = 0.2
 REFERENCE = {
     "pr_weight": 1e-3,
     "ir_weight": 4e-3,
     "ins_weight": 2.4e-3,
     "fi_weight": 1.0,
+    "pkd_weight": PKD_WEIGHT,  # PKD is not the authors' method: the same weight under both presets
     "nodes": {"P2": 64, "P3": 64, "P4": 256, "P5": 256, "P6": 256, "P7": 256},
     "glore_normalize": False,
     "roi_size": 3,
@@ -97,13 +130,24 @@ REFERENCE = {
     "relation_scale": False,
     "norm": "frobenius",
     "weight_schedule": "constant",
+    "clip": "joint",
+    "teacher_relation": "learned",
+    "glore_zero_init": False,
+    "instance_adapter": "linear",
+    "standardize": False,
 }
 # Scales measured with λ = 1 by bench/drkd_loss_scales.py (start of a 100-iteration run, term / L_det):
 # L_PR 6.7–6.9, L_IR 2.1–2.5, L_INS 2.0–2.4; L_FI 3.5 (Faster R-CNN). λ = 0.07 / 0.2 / 0.2 puts each DRKD
 # term at about half L_det; on the study's val split (seed 0, 1000 student iterations, baseline AP 7.5)
 # that gave AP 4.3 (constant) and 4.6 (cosine), a quarter of it 6.3 (constant) and 7.6 (cosine): the
 # relation terms compete with L_det at full weight. The DRKD weights are that quarter, decayed by cosine.
-DEFAULT_WEIGHTS = {"pr_weight": 0.0175, "ir_weight": 0.05, "ins_weight": 0.05, "fi_weight": 0.15}
+DEFAULT_WEIGHTS = {
+    "pr_weight": 0.0175,
+    "ir_weight": 0.05,
+    "ins_weight": 0.05,
+    "fi_weight": 0.15,
+    "pkd_weight": PKD_WEIGHT,
+}
 DEFAULT = {
     **DEFAULT_WEIGHTS,
     "nodes": {"P2": 32, "P3": 32, "P4": 16, "P5": 8, "P6": 8, "P7": 8},
@@ -114,6 +158,12 @@ DEFAULT = {
     "relation_scale": True,
     "norm": "mse",
     "weight_schedule": "cosine",
+    # the ladder's switches, as the authors had them until a rung wins on val (docs/method.md)
+    "clip": "joint",
+    "teacher_relation": "learned",
+    "glore_zero_init": False,
+    "instance_adapter": "linear",
+    "standardize": False,
 }
 PRESETS = {"default": DEFAULT, "reference": REFERENCE}
 
@@ -141,11 +191,16 @@ def resolve_distill(section: dict[str, Any], levels: list[str]) -> dict[str, Any
     for key, value in preset.items():
         if resolved.get(key) is None:
             resolved[key] = value
-    defaults = {"pr_levels": list(levels), "ir_levels": list(levels[:2]), "fi_levels": list(levels)}
+    defaults = {
+        "pr_levels": list(levels),
+        "ir_levels": list(levels[:2]),
+        "fi_levels": list(levels),
+        "pkd_levels": list(levels),
+    }
     for key, value in defaults.items():
         if resolved[key] is None:
             resolved[key] = value
-    for key in ("pr_levels", "ir_levels", "fi_levels"):
+    for key in defaults:
         unknown = [lv for lv in resolved[key] if lv not in levels]
         if unknown:
             raise UserError(f"distill.{key}: {unknown} are not levels of this detector; it has {levels}")
@@ -155,11 +210,10 @@ def resolve_distill(section: dict[str, Any], levels: list[str]) -> dict[str, Any
     missing_nodes = [lv for lv in resolved["pr_levels"] if lv not in resolved["nodes"]]
     if missing_nodes:
         raise UserError(f"distill.nodes: no node count for levels {missing_nodes}")
-    if cfg.method == "feature_imitation":
-        resolved.update(pr_weight=0.0, ir_weight=0.0, ins_weight=0.0)
-    else:
-        resolved["fi_weight"] = 0.0
-    for key in ("pr_weight", "ir_weight", "ins_weight", "fi_weight"):
+    for key in WEIGHT_KEYS:
+        if key not in METHOD_WEIGHTS[cfg.method]:
+            resolved[key] = 0.0
+    for key in WEIGHT_KEYS:
         if resolved[key] < 0:
             raise UserError(f"distill.{key} must be >= 0, got {resolved[key]}")
     return resolved

@@ -2,6 +2,7 @@
 
     L = L_det + λ_pr · L_PR + λ_ir · L_IR + λ_ins · L_INS          (method "drkd")
     L = L_det + λ_fi · L_FI                                       (method "feature_imitation")
+    L = L_det + λ_pkd · L_PKD                                     (method "pkd")
 
 The teacher runs in eval mode without gradients, on exactly the student's transformed batch; the
 ground-truth boxes are taken in the student's transformed coordinates. The relation units and
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from drkd_viz.distill.baselines import FeatureImitationLoss
+from drkd_viz.distill.baselines import FeatureImitationLoss, PearsonImitationLoss
 from drkd_viz.distill.config import formula as loss_formula
 from drkd_viz.distill.config import weight_factor
 from drkd_viz.distill.instance_relation import InstanceRelationLoss
@@ -61,6 +62,7 @@ def check_pair(student: DetectorConfig, teacher: DetectorConfig) -> None:
 
 class DistillationObjective(Objective):
     frozen = ("teacher",)
+    distillation_terms = ("loss_pr", "loss_ir", "loss_ins", "loss_fi", "loss_pkd")
 
     def __init__(
         self,
@@ -77,7 +79,16 @@ class DistillationObjective(Objective):
         s_ch, t_ch = student_cfg.fpn_channels, teacher_cfg.fpn_channels
         w = settings
         self.pixel = (
-            PixelRelationLoss(w["pr_levels"], s_ch, t_ch, w["nodes"], w["glore_normalize"], w["norm"])
+            PixelRelationLoss(
+                w["pr_levels"],
+                s_ch,
+                t_ch,
+                w["nodes"],
+                w["glore_normalize"],
+                w["norm"],
+                zero_init=w.get("glore_zero_init", False),
+                standardize=w.get("standardize", False),
+            )
             if w["pr_weight"] > 0
             else None
         )
@@ -93,16 +104,25 @@ class DistillationObjective(Objective):
                 w["relation_scale"],
                 relations=w["ir_weight"] > 0,
                 instances=w["ins_weight"] > 0,
+                teacher_relation=w.get("teacher_relation", "learned"),
+                adapter=w.get("instance_adapter", "linear"),
+                standardize=w.get("standardize", False),
             )
             if w["ir_weight"] > 0 or w["ins_weight"] > 0
             else None
         )
         self.imitation = FeatureImitationLoss(w["fi_levels"], s_ch, t_ch, w["norm"]) if w["fi_weight"] > 0 else None
+        self.pearson = PearsonImitationLoss(w["pkd_levels"], s_ch, t_ch) if w["pkd_weight"] > 0 else None
         self._metrics: dict[str, float] = {}
         self._factor = 1.0  # the λ schedule's multiplier at the current step
 
     def set_progress(self, progress: float) -> None:
         self._factor = weight_factor(self.settings.get("weight_schedule", "constant"), progress)
+
+    def watch(self, on: bool) -> None:
+        for loss in (self.pixel, self.instance):
+            if loss is not None:
+                loss.collect_diagnostics = on
 
     def weight(self, key: str) -> float:
         """λ of a term at the current step."""
@@ -120,6 +140,7 @@ class DistillationObjective(Objective):
             l_pr, per_level = self.pixel(student, teacher)
             losses["loss_pr"] = self.weight("pr_weight") * l_pr
             metrics.update({f"pr_{k}": float(v.detach()) for k, v in per_level.items()})
+            metrics.update(self.pixel.last_diagnostics)
         if self.instance is not None:
             l_ir, l_ins, per_level = self.instance(student, teacher, boxes)
             if w["ir_weight"] > 0:
@@ -127,15 +148,27 @@ class DistillationObjective(Objective):
             if w["ins_weight"] > 0:
                 losses["loss_ins"] = self.weight("ins_weight") * l_ins
             metrics.update({k: float(v) for k, v in per_level.items()})
+            metrics.update(self.instance.last_diagnostics)
         if self.imitation is not None:
             l_fi, per_level = self.imitation(student, teacher)
             losses["loss_fi"] = self.weight("fi_weight") * l_fi
             metrics.update({f"fi_{k}": float(v.detach()) for k, v in per_level.items()})
+        if self.pearson is not None:
+            l_pkd, per_level = self.pearson(student, teacher)
+            losses["loss_pkd"] = self.weight("pkd_weight") * l_pkd
+            metrics.update({f"pkd_{k}": float(v.detach()) for k, v in per_level.items()})
         self._metrics = metrics
         return losses
 
     def formula(self) -> str:
         return loss_formula(self.settings)
+
+    def parameter_groups(self) -> list[list[nn.Parameter]]:
+        student = [p for p in self.student.parameters() if p.requires_grad]
+        if self.settings.get("clip", "joint") != "separate":
+            return super().parameter_groups()
+        ids = {id(p) for p in student}
+        return [student, [p for p in self.parameters() if p.requires_grad and id(p) not in ids]]
 
     def metrics(self) -> dict[str, float]:
         return self._metrics
@@ -150,3 +183,4 @@ def build_distiller(
 
 METHODS["drkd"] = build_distiller
 METHODS["feature_imitation"] = build_distiller
+METHODS["pkd"] = build_distiller

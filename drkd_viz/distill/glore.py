@@ -24,10 +24,13 @@ class GraphReasoningParts:
     projection: torch.Tensor  # P: B x M x H x W (how strongly each pixel votes into each node)
     nodes: torch.Tensor  # V: B x S x M
     node_mixing: torch.Tensor  # A_g: M x M (the learned node-mixing matrix)
+    residual: torch.Tensor  # BN(W_ext·Y): B x C x H x W, what the unit adds to x
 
 
 class GraphReasoningUnit(nn.Module):
-    def __init__(self, channels: int, nodes: int, states: int | None = None, normalize: bool = True):
+    def __init__(
+        self, channels: int, nodes: int, states: int | None = None, normalize: bool = True, zero_init: bool = False
+    ):
         super().__init__()
         self.nodes, self.states = nodes, states or 2 * nodes
         self.normalize = normalize  # divide V by HW: the scale no longer depends on the image size
@@ -37,6 +40,8 @@ class GraphReasoningUnit(nn.Module):
         self.state_mix = nn.Conv1d(self.states, self.states, 1, bias=False)  # mixes the state axis (W_g)
         self.extend = nn.Conv2d(self.states, channels, 1, bias=False)
         self.bn = nn.BatchNorm2d(channels)
+        if zero_init:  # G(x) = x at the start; the residual grows only as far as training asks (GloRe's init)
+            nn.init.zeros_(self.bn.weight)
 
     def parts(self, x: torch.Tensor) -> GraphReasoningParts:
         b, _, h, w = x.shape
@@ -48,9 +53,9 @@ class GraphReasoningUnit(nn.Module):
         mixed = self.node_mix(nodes.transpose(1, 2)).transpose(1, 2)  # across nodes
         graph = self.state_mix(torch.relu(nodes + mixed))  # B x S x M
         back = (graph @ projection).view(b, self.states, h, w)
-        relation = x + self.bn(self.extend(back))
+        residual = self.bn(self.extend(back))
         return GraphReasoningParts(
-            relation, projection.view(b, self.nodes, h, w), nodes, self.node_mix.weight.squeeze(-1)
+            x + residual, projection.view(b, self.nodes, h, w), nodes, self.node_mix.weight.squeeze(-1), residual
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -36,3 +36,12 @@ def grouped_distance(
         per_image = torch.zeros(n_groups, dtype=sq_rows.dtype, device=sq_rows.device).index_add(0, groups, sq_rows)
         return safe_sqrt(per_image).sum()
     return sq_rows.sum() / total_elements
+
+
+def standardise_channels(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Each channel to zero mean and unit (unbiased) std over every other axis: N·H·W of an N x C x H x W
+    feature, the K instances of a K x D matrix of instance vectors."""
+    axes = (0, *range(2, x.dim()))
+    mean = x.mean(dim=axes, keepdim=True)
+    std = x.std(dim=axes, keepdim=True) if x.shape[0] * x[0, 0].numel() > 1 else torch.ones_like(mean)
+    return (x - mean) / (std + eps)

@@ -25,6 +25,8 @@ class Objective(nn.Module):
     """Plain detection training: L = L_det (the detector's own loss terms)."""
 
     frozen: tuple[str, ...] = ()  # attribute names of submodules that are not trained nor checkpointed
+    # loss keys the method adds to the detector's own terms (the rest of forward's dict is L_det)
+    distillation_terms: tuple[str, ...] = ()
 
     def __init__(self, student: nn.Module):
         super().__init__()
@@ -37,9 +39,18 @@ class Objective(nn.Module):
         """The loss this objective computes, as it would be written in the paper."""
         return "L = L_det"
 
+    def parameter_groups(self) -> list[list[nn.Parameter]]:
+        """The trainable parameters as optimiser groups, each clipped on its own; the student's come first
+        (one group by default: one clip over everything, the authors' behaviour)."""
+        return [[p for p in self.parameters() if p.requires_grad]]
+
     def set_progress(self, progress: float) -> None:
         """Told by the engine before each step how far training is (0 at the start, 1 at the end); a
         method whose weights follow a schedule uses it."""
+
+    def watch(self, on: bool) -> None:
+        """Told by the engine before each step whether it logs diagnostics (every ``train.log_every``
+        iterations); a method then records what it measures in :meth:`metrics`."""
 
     def metrics(self) -> dict[str, float]:
         """Unweighted diagnostics of the last forward (e.g. a loss per FPN level), logged, not optimised."""

@@ -2,6 +2,9 @@
 a 1x1 adapter f on the student side (which also fixes a channel mismatch C_s -> C_t):
 
     L_PR = Σ_levels ‖ f(G_s(S_l)) − G_t(T_l) ‖
+
+With ``standardize`` both sides' channels are standardised over N·H·W first (as PKD does), so that neither
+large-magnitude channels nor the level's overall scale dominate the distance.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from drkd_viz.distill.diagnostics import residual_ratio
 from drkd_viz.distill.glore import GraphReasoningUnit
-from drkd_viz.distill.norms import feature_distance
+from drkd_viz.distill.norms import feature_distance, standardise_channels
 from drkd_viz.errors import UserError
 
 
@@ -34,25 +38,35 @@ class PixelRelationLoss(nn.Module):
         nodes: Mapping[str, int],
         normalize: bool = True,
         norm: str = "mse",
+        zero_init: bool = False,
+        standardize: bool = False,
     ):
         super().__init__()
-        self.levels, self.norm = list(levels), norm
+        self.levels, self.norm, self.standardize = list(levels), norm, standardize
         self.student_units = nn.ModuleDict(
-            {lv: GraphReasoningUnit(student_channels, nodes[lv], normalize=normalize) for lv in self.levels}
+            {lv: GraphReasoningUnit(student_channels, nodes[lv], None, normalize, zero_init) for lv in self.levels}
         )
         self.teacher_units = nn.ModuleDict(
-            {lv: GraphReasoningUnit(teacher_channels, nodes[lv], normalize=normalize) for lv in self.levels}
+            {lv: GraphReasoningUnit(teacher_channels, nodes[lv], None, normalize, zero_init) for lv in self.levels}
         )
         self.adapters = nn.ModuleDict({lv: nn.Conv2d(student_channels, teacher_channels, 1) for lv in self.levels})
+        # when set, forward also records how much each teacher-side unit changes its input (diagnostics.py)
+        self.collect_diagnostics = False
+        self.last_diagnostics: dict[str, float] = {}
 
     def forward(
         self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns L_PR and its value per level."""
-        per_level = {}
+        per_level, self.last_diagnostics = {}, {}
         for lv in self.levels:
             check_shapes(student[lv], teacher[lv], lv, "L_PR")
             s = self.adapters[lv](self.student_units[lv](student[lv]))
-            t = self.teacher_units[lv](teacher[lv])
+            t_parts = self.teacher_units[lv].parts(teacher[lv])
+            t = t_parts.relation
+            if self.standardize:
+                s, t = standardise_channels(s), standardise_channels(t)
             per_level[lv] = feature_distance(s, t, self.norm)
+            if self.collect_diagnostics:
+                self.last_diagnostics[f"t_residual_{lv}"] = residual_ratio(t_parts.residual, teacher[lv])
         return torch.stack(list(per_level.values())).sum(), per_level

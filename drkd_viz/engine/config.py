@@ -91,6 +91,9 @@ class TrainConfig:
     iterations: Annotated[int, AT_LEAST_1] = 1000
     batch_size: Annotated[int, AT_LEAST_1] = 8  # global batch: split evenly across torchrun processes
     checkpoint_every: Annotated[int, AT_LEAST_1] = 200
+    # distillation diagnostics (gradient norms and cosines, teacher-side collapse) every this many iterations;
+    # 0 turns them off. They do not change training: the pipeline's cache key leaves this out
+    log_every: Annotated[int, AT_LEAST_0] = 10
     keep_checkpoints: Annotated[int, AT_LEAST_1] = 2  # older periodic checkpoints are removed; the final one stays
     eval_split: Literal["val", "test", "train", "none"] = "val"  # evaluated at the end of training
     eval_batch_size: Annotated[int, AT_LEAST_1] = 8
@@ -172,8 +175,12 @@ def merge_sections(base: dict, update: dict) -> dict:
     return out
 
 
-def dump_config(cfg: RunConfig) -> str:
-    return yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False)
+def dump_config(cfg: RunConfig, leave_out: tuple[tuple[str, str], ...] = ()) -> str:
+    """The config as YAML; ``leave_out``: (section, key) pairs not written."""
+    plain = _plain(cfg.to_dict())
+    for section, key in leave_out:
+        plain[section].pop(key, None)
+    return yaml.safe_dump(plain, sort_keys=False)
 
 
 def _plain(obj: Any) -> Any:

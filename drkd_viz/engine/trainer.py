@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from drkd_viz.distill.diagnostics import step_gradient_report, term_gradients
 from drkd_viz.distill.objective import Objective, build_objective
 from drkd_viz.engine import checkpoint as ckpt_io
 from drkd_viz.engine.config import OptimConfig, RunConfig, dump_config
@@ -133,8 +134,9 @@ def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: b
         if cfg.train.init_weights:
             load_weights(student, cfg.train.init_weights, skip_mismatched=cfg.train.skip_mismatched)
         objective: Objective = build_objective(student, cfg.distill, cfg.model, device).to(device)
-        params = [p for p in objective.parameters() if p.requires_grad]
-        optimizer = build_optimizer(params, cfg.optim)
+        groups = objective.parameter_groups()  # clipped one by one (distill.clip)
+        student_params = [p for p in objective.student.parameters() if p.requires_grad]
+        optimizer = build_optimizer(groups, cfg.optim)
         total = cfg.train.iterations
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.optim, total))
         use_amp = cfg.optim.amp and device.type == "cuda"
@@ -191,17 +193,37 @@ def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: b
             images, targets = [i.to(device, non_blocking=True) for i in images], to_device(targets, device)
             lr = optimizer.param_groups[0]["lr"]
             objective.set_progress(iteration / max(total - 1, 1))
+            watched = bool(cfg.train.log_every) and (iteration + 1) % cfg.train.log_every == 0
+            objective.watch(watched)
             with torch.autocast(device.type, enabled=use_amp):
                 losses = model(images, targets)
             _check_finite(losses, iteration + 1, run, info)
             loss = sum(losses.values())
 
             optimizer.zero_grad(set_to_none=True)
+            # each distillation term's own gradient on the student, taken before the real backward (which
+            # gives their sum with L_det's); not under DDP, whose gradient hooks expect one backward per step
+            extra = {k: losses[k] for k in objective.distillation_terms if k in losses}
+            term_grads = None
+            if watched and extra and not info.enabled:
+                scale = scaler.get_scale() if use_amp else 1.0
+                term_grads = term_gradients({k: v * scale for k, v in extra.items()}, student_params)
             scaler.scale(loss).backward()
-            grad_norm = None
-            if cfg.optim.clip_grad_norm:
+            grad_norm = clip_factor = None
+            if cfg.optim.clip_grad_norm or term_grads is not None:
                 scaler.unscale_(optimizer)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad_norm))
+            diagnostics = {}
+            if term_grads is not None:
+                diagnostics = step_gradient_report(student_params, term_grads, scale)
+            if cfg.optim.clip_grad_norm:
+                # the first group's (the student's, or everything's) norm and factor; the others' in diagnostics
+                for i, group in enumerate(groups):
+                    norm = float(torch.nn.utils.clip_grad_norm_(group, cfg.optim.clip_grad_norm))
+                    factor = min(1.0, cfg.optim.clip_grad_norm / (norm + 1e-6))  # what clip_grad_norm_ applied
+                    if i == 0:
+                        grad_norm, clip_factor = norm, factor
+                    else:
+                        diagnostics[f"grad_norm_group{i}"], diagnostics[f"clip_factor_group{i}"] = norm, factor
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -209,11 +231,13 @@ def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: b
             step_time = time.perf_counter() - tick
             values = _mean_over_ranks({"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}, info)
             values.update(objective.metrics())  # unweighted per-level diagnostics: logged, not optimised
+            values.update(diagnostics)
             record = {
                 "iter": iteration + 1,
                 **values,
                 "lr": lr,
                 "grad_norm": grad_norm,
+                "clip_factor": clip_factor,
                 "time": round(step_time, 4),
                 "data_time": round(data_time, 4),
                 "images_per_s": round(cfg.train.batch_size / step_time, 2),
@@ -277,7 +301,9 @@ def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: b
         shutdown(info)
 
 
-def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(groups: list[list[torch.nn.Parameter]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """One optimiser over parameter ``groups`` (a list of parameter lists), all at the config's settings."""
+    params = [{"params": group} for group in groups if group]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

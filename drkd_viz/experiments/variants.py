@@ -23,7 +23,7 @@ from drkd_viz.errors import UserError
 from drkd_viz.experiments.pipeline import PRESETS, ensure_pretrained, plan, student_key
 from drkd_viz.utils.io import atomic_write_json
 
-VARIANT_METHODS = ("baseline", "feature_imitation", "drkd")
+VARIANT_METHODS = ("baseline", "feature_imitation", "pkd", "drkd")
 SHOWN = ("AP", "AP50", "APs", "APm", "APl")
 
 
@@ -38,6 +38,7 @@ class Variant:
     ir_weight: float | None = None
     ins_weight: float | None = None
     fi_weight: float | None = None
+    pkd_weight: float | None = None
     relation_filter: str | None = None  # learned | none | reference
     ir_target: str | None = None  # features | matrix
     pr_levels: list[str] | None = None

@@ -23,6 +23,7 @@ ROLE_COLORS: dict[str, str] = {
     "teacher": "#444444",
     "baseline": "#1f77b4",
     "feature_imitation": "#ff7f0e",
+    "pkd": "#2ca02c",
     "drkd": "#d62728",
 }
 SIZE_COLORS: dict[str, str] = {"small": "#e6194b", "medium": "#f58231", "large": "#4363d8"}
