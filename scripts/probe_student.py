@@ -135,6 +135,17 @@ LADDER: dict[str, tuple[str, list[str]]] = {
     "ladder-conv-adapter": ("drkd-s0", ["distill.instance_adapter=conv"]),
     "ladder-standardize": ("drkd-s0", ["distill.standardize=true"]),
     "ladder-pr-no-P6": ("drkd-s0", ["distill.pr_levels=[P2,P3,P4,P5]"]),
+    # the demo DRKD run's diagnostics: each weighted relation term's gradient on the student is 2-4 % of
+    # ||grad L_det|| (0.05-0.08 against 2.1), because the λ were set to balance loss values, not gradients;
+    # so each λ times 10, and feature imitation given the same lever (its gradient was 8 %)
+    "ladder-lambda-x10": ("drkd-s0", ["distill.pr_weight=0.175", "distill.ir_weight=0.5", "distill.ins_weight=0.5"]),
+    "ladder-fi-x4": ("feature_imitation-s0", ["distill.fi_weight=0.6"]),
+    # a null control: DRKD's modules built and stepped (the same random draws as ladder-drkd) with every λ
+    # ~0, so its distance to ladder-baseline is what one seed's noise does, not what distillation does
+    "ladder-lambda-1e-9": (
+        "drkd-s0",
+        ["distill.pr_weight=1.0e-9", "distill.ir_weight=1.0e-9", "distill.ins_weight=1.0e-9"],
+    ),
 }
 
 

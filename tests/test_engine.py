@@ -69,6 +69,12 @@ def test_overrides_and_file_errors(tmp_path):
     path = write_config(tmp_path / "c.yaml", {"train": {"iterations": 5}})
     cfg = load_config(path, overrides=["train.iterations=7", "optim.milestones=[0.5, 0.9]", "model.family=retinanet"])
     assert cfg.train.iterations == 7 and cfg.optim.milestones == [0.5, 0.9] and cfg.model.family == "retinanet"
+    # YAML 1.1 reads 1e-4 as a string: a float field still takes it (in a file and in --set)
+    (tmp_path / "exp.yaml").write_text("optim:\n  lr: 1e-4\n")
+    assert load_config(tmp_path / "exp.yaml", overrides=["optim.weight_decay=5E-5"]).optim.lr == 1e-4
+    assert load_config(path, overrides=["optim.weight_decay=5E-5"]).optim.weight_decay == 5e-5
+    with pytest.raises(ConfigError, match="expected an integer, got '1e3'"):
+        load_config(path, overrides=["train.iterations=1e3"])
     with pytest.raises(ConfigError, match=r"--set expects section\.key=value"):
         load_config(path, overrides=["train.iterations"])
     with pytest.raises(ConfigError, match="config file not found"):
