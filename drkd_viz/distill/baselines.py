@@ -23,36 +23,33 @@ from drkd_viz.distill.pixel_relation import check_shapes
 
 
 class FeatureImitationLoss(nn.Module):
+    term = "L_FI"
+
     def __init__(self, levels: list[str], student_channels: int, teacher_channels: int, norm: str = "mse"):
         super().__init__()
         self.levels, self.norm = list(levels), norm
         self.adapters = nn.ModuleDict({lv: nn.Conv2d(student_channels, teacher_channels, 1) for lv in self.levels})
 
+    def level_distance(self, adapted: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return feature_distance(adapted, teacher, self.norm)
+
     def forward(
         self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         per_level = {}
         for lv in self.levels:
-            check_shapes(student[lv], teacher[lv], lv, "L_FI")
-            per_level[lv] = feature_distance(self.adapters[lv](student[lv]), teacher[lv], self.norm)
+            check_shapes(student[lv], teacher[lv], lv, self.term)
+            per_level[lv] = self.level_distance(self.adapters[lv](student[lv]), teacher[lv])
         return torch.stack(list(per_level.values())).sum(), per_level
 
 
-class PearsonImitationLoss(nn.Module):
+class PearsonImitationLoss(FeatureImitationLoss):
     """L_PKD (see the module docstring): returns the sum over levels and the value per level."""
 
-    def __init__(self, levels: list[str], student_channels: int, teacher_channels: int):
-        super().__init__()
-        self.levels = list(levels)
-        self.adapters = nn.ModuleDict({lv: nn.Conv2d(student_channels, teacher_channels, 1) for lv in self.levels})
+    term = "L_PKD"
 
-    def forward(
-        self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        per_level = {}
-        for lv in self.levels:
-            check_shapes(student[lv], teacher[lv], lv, "L_PKD")
-            s = standardise_channels(self.adapters[lv](student[lv]))
-            t = standardise_channels(teacher[lv])
-            per_level[lv] = 0.5 * (s - t).pow(2).mean()
-        return torch.stack(list(per_level.values())).sum(), per_level
+    def __init__(self, levels: list[str], student_channels: int, teacher_channels: int):
+        super().__init__(levels, student_channels, teacher_channels)
+
+    def level_distance(self, adapted: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (standardise_channels(adapted) - standardise_channels(teacher)).pow(2).mean()
