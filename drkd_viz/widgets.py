@@ -28,7 +28,7 @@ class AblationPanel:
         self.runs, self.preset = Path(runs), preset
         style = {"description_width": "150px"}
         layout = w.Layout(width="420px")
-        slider = dict(base=10, min=-3, max=0.5, step=0.1, style=style, layout=layout, readout_format=".3g")
+        slider = dict(base=10, min=-3, max=1.5, step=0.1, style=style, layout=layout, readout_format=".3g")
         self.controls: dict[str, Any] = {
             "method": w.ToggleButtons(
                 options=[

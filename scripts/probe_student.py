@@ -19,10 +19,13 @@ import dataclasses
 import json
 from pathlib import Path
 
-from drkd_viz.distill.config import PKD_WEIGHT
+import yaml
+
 from drkd_viz.engine.config import load_config
 from drkd_viz.engine.trainer import train
 from drkd_viz.experiments.pipeline import PRESETS, ensure_pretrained, plan
+from drkd_viz.resources import configs_dir
+from drkd_viz.utils.io import atomic_write_json
 
 DEFAULT_ANCHORS = ["model.anchor_sizes=null"]  # torchvision's COCO anchors scaled to 160 px: 6 … 102 px
 STEP = ["optim.schedule=step", "optim.milestones=[0.8]"]
@@ -124,11 +127,18 @@ VARIANTS: dict[str, list[str]] = {
 # The distillation ladder (issue 14, docs/method.md): each design suspect switched on alone from the demo's
 # DRKD student (160 iterations, seed 0), beside the baseline and both imitations at the same budget.
 # name -> (the demo job it starts from, overrides)
+# Every rung below was run from the defaults of its time. Once the ladder's winners became the defaults (L_PR λ 6.0
+# with zero-initialised units, feature imitation λ 3.0), these pins keep each rung reproducible: they come first,
+# so a rung's own overrides still win.
+LADDER_PINS: dict[str, list[str]] = {
+    "drkd-s0": ["distill.pr_weight=0.0175", "distill.glore_zero_init=false"],
+    "feature_imitation-s0": ["distill.fi_weight=0.15"],
+}
 LADDER: dict[str, tuple[str, list[str]]] = {
     "ladder-baseline": ("baseline-s0", []),
     "ladder-drkd": ("drkd-s0", []),
     "ladder-fi": ("feature_imitation-s0", []),
-    "ladder-pkd": ("drkd-s0", ["distill.method=pkd", f"distill.pkd_weight={PKD_WEIGHT}"]),
+    "ladder-pkd": ("drkd-s0", ["distill.method=pkd", "distill.pkd_weight=0.2"]),
     "ladder-clip-separate": ("drkd-s0", ["distill.clip=separate"]),
     "ladder-teacher-cosine": ("drkd-s0", ["distill.teacher_relation=cosine"]),
     "ladder-zero-init": ("drkd-s0", ["distill.glore_zero_init=true"]),
@@ -140,6 +150,41 @@ LADDER: dict[str, tuple[str, list[str]]] = {
     # so each λ times 10, and feature imitation given the same lever (its gradient was 8 %)
     "ladder-lambda-x10": ("drkd-s0", ["distill.pr_weight=0.175", "distill.ir_weight=0.5", "distill.ins_weight=0.5"]),
     "ladder-fi-x4": ("feature_imitation-s0", ["distill.fi_weight=0.6"]),
+    # λ search, round 2 (each from one seed-0 run above): L_PR at feature imitation's tuned λ (with the graph
+    # unit's residual, L_PR contains an imitation of the teacher's features, so 0.6 gives it FI-x4's lever);
+    # feature imitation and PKD pushed further, so each imitation gets at least DRKD's tuning budget
+    "ladder-pr-0.6": ("drkd-s0", ["distill.pr_weight=0.6"]),
+    "ladder-fi-x10": ("feature_imitation-s0", ["distill.fi_weight=1.5"]),
+    "ladder-pkd-x4": ("drkd-s0", ["distill.method=pkd", "distill.pkd_weight=0.8"]),
+    # round 3: feature imitation at λ 1.5 gave val AP 34.1 (its gradient ~ L_det's) while L_PR at 0.6 gave 22.1
+    # with a gradient half of L_det's. L_PR's target is the teacher-side graph unit's output, which only the
+    # distillation loss trains (residual 0.5-1.3 of x); zero-initialised units keep the target the teacher's
+    # own features, so L_PR at FI's λ then is imitation through G_s, and L_IR/L_INS come on top
+    "ladder-fi-x20": ("feature_imitation-s0", ["distill.fi_weight=3.0"]),
+    "ladder-pr-1.5": ("drkd-s0", ["distill.pr_weight=1.5"]),
+    "ladder-pr-1.5-zero-init": ("drkd-s0", ["distill.pr_weight=1.5", "distill.glore_zero_init=true"]),
+    "ladder-pr-1.5-zero-init-cosine": (
+        "drkd-s0",
+        ["distill.pr_weight=1.5", "distill.glore_zero_init=true", "distill.teacher_relation=cosine"],
+    ),
+    # round 4: feature imitation still rose at λ 3.0 (36.0), so it gets more until it turns down, and DRKD's
+    # L_PR (zero-initialised units) the same λ
+    "ladder-fi-x40": ("feature_imitation-s0", ["distill.fi_weight=6.0"]),
+    "ladder-pr-3-zero-init": ("drkd-s0", ["distill.pr_weight=3.0", "distill.glore_zero_init=true"]),
+    "ladder-pr-6-zero-init": ("drkd-s0", ["distill.pr_weight=6.0", "distill.glore_zero_init=true"]),
+    # PKD was still rising at 0.8 (gradient 16 % of L_det's, where feature imitation peaked at ~2.5x L_det's)
+    "ladder-pkd-x20": ("drkd-s0", ["distill.method=pkd", "distill.pkd_weight=4.0"]),
+    # feature imitation's λ turned down at 6.0 (30.8 after 36.0 at 3.0); DRKD's was still rising at 6.0 (35.1),
+    # so the same rule (search until it turns down) gives it one more step
+    "ladder-pr-12-zero-init": ("drkd-s0", ["distill.pr_weight=12.0", "distill.glore_zero_init=true"]),
+    "ladder-pr-12-zero-init-seed1": ("drkd-s0", ["distill.pr_weight=12.0", "distill.glore_zero_init=true", "seed=1"]),
+    # the candidates on a second seed (paired with the same seed's baseline and DRKD defaults) before any of
+    # them becomes a default: feature imitation's best λ (3.0) and DRKD's best (L_PR λ, zero-init units)
+    "ladder-baseline-seed1": ("baseline-s0", ["seed=1"]),
+    "ladder-drkd-seed1": ("drkd-s0", ["seed=1"]),
+    "ladder-fi-x20-seed1": ("feature_imitation-s0", ["distill.fi_weight=3.0", "seed=1"]),
+    "ladder-pr-3-zero-init-seed1": ("drkd-s0", ["distill.pr_weight=3.0", "distill.glore_zero_init=true", "seed=1"]),
+    "ladder-pr-6-zero-init-seed1": ("drkd-s0", ["distill.pr_weight=6.0", "distill.glore_zero_init=true", "seed=1"]),
     # a null control: DRKD's modules built and stepped (the same random draws as ladder-drkd) with every λ
     # ~0, so its distance to ladder-baseline is what one seed's noise does, not what distillation does
     "ladder-lambda-1e-9": (
@@ -154,6 +199,12 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/demo"))
     parser.add_argument("--out", type=Path, default=Path("runs/probe"))
     parser.add_argument("--only", default=",".join(VARIANTS), help="comma-separated variant names")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        default=configs_dir() / "demo" / "val_ladder.json",
+        help="the JSON record of every variant tried on val, which the study's report prints as its appendix",
+    )
     args = parser.parse_args()
     jobs = {job.name: job for job in plan(PRESETS["demo"], args.runs)}
     ensure_pretrained([jobs["baseline-s0"]], quiet=False)
@@ -161,6 +212,9 @@ def main() -> None:
         job, overrides = LADDER.get(name, ("baseline-s0", VARIANTS.get(name)))
         if overrides is None:
             raise SystemExit(f"unknown variant {name!r}; known: {', '.join([*VARIANTS, *LADDER])}")
+        if name in LADDER:  # the pins first; a rung's own value of a pinned key replaces the pin
+            own = {o.split("=", 1)[0] for o in overrides}
+            overrides = [*(p for p in LADDER_PINS.get(job, []) if p.split("=", 1)[0] not in own), *overrides]
         raw = json.loads(json.dumps(dataclasses.asdict(jobs[job].config)))
         folder = args.out / name
         manifest_file = folder / "manifest.json"
@@ -177,21 +231,48 @@ def main() -> None:
             f"APl {s['APl']:.1f}  ({manifest['wall_seconds']:.0f} s)",
             flush=True,
         )
-        if name in LADDER:
-            print(" " * 21 + diagnostics_summary(folder / "metrics.jsonl"), flush=True)
+        diagnostics = diagnostics_means(folder / "metrics.jsonl") if name in LADDER else {}
+        if diagnostics:
+            print(" " * 21 + "  ".join(f"{k} {v:.2f}" for k, v in diagnostics.items()), flush=True)
+        record_variant(
+            args.record,
+            {
+                "name": name,
+                "starts_from": job,
+                "overrides": overrides,
+                "seed": manifest["seed"],
+                "iterations": yaml.safe_load((folder / "config.yaml").read_text())["train"]["iterations"],
+                "val": manifest["metrics"]["val"],
+                "diagnostics": diagnostics,
+                "wall_seconds": manifest["wall_seconds"],
+                "commit": (manifest.get("environment") or {}).get("git", {}).get("commit"),
+                "local_changes": (manifest.get("environment") or {}).get("git", {}).get("dirty"),
+            },
+        )
 
 
-def diagnostics_summary(metrics_file: Path) -> str:
+def record_variant(path: Path, row: dict) -> None:
+    """Adds (or replaces) one variant's row in the val record, kept in the order variants were first run."""
+    record = json.loads(path.read_text()) if path.is_file() else {"variants": []}
+    rows = [r for r in record["variants"] if r["name"] != row["name"]]
+    position = next((i for i, r in enumerate(record["variants"]) if r["name"] == row["name"]), len(rows))
+    rows.insert(position, row)
+    atomic_write_json(path, {**record, "variants": rows})
+
+
+def diagnostics_means(metrics_file: Path) -> dict[str, float]:
     """The run's diagnostics (drkd_viz/distill/diagnostics.py), each averaged over the run's logged rows."""
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-    keys = sorted({k for r in rows for k in r if k.startswith(("cos_loss_", "t_entropy_", "t_residual_"))})
+    keys = sorted(
+        {k for r in rows for k in r if k.startswith(("grad_loss_", "cos_loss_", "t_entropy_", "t_residual_"))}
+    )
     keys = ["clip_factor", "clip_factor_group1", *keys]
     means = {}
     for key in keys:
         values = [r[key] for r in rows if r.get(key) is not None]
         if values:
             means[key] = sum(values) / len(values)
-    return "  ".join(f"{k} {v:.2f}" for k, v in means.items())
+    return means
 
 
 if __name__ == "__main__":

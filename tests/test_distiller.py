@@ -93,7 +93,7 @@ def test_every_term_is_added_and_the_teacher_is_frozen(quick_data, teacher_run):
     for k, v in objective.teacher.state_dict().items():
         assert torch.equal(v, teacher_before[k]), k  # weights and BatchNorm statistics unchanged
     assert objective.formula() == (
-        "L = L_det + c(t)·(0.0175·L_PR + 0.05·L_IR + 0.05·L_INS),  c(t) = ½(1 + cos πt), t = step / steps"
+        "L = L_det + c(t)·(6·L_PR + 0.05·L_IR + 0.05·L_INS),  c(t) = ½(1 + cos πt), t = step / steps"
     )
     assert {"pr_" + lv for lv in objective.settings["pr_levels"]} <= set(objective.metrics())
 
@@ -115,7 +115,7 @@ def test_cosine_weight_schedule_fades_every_term_to_zero(quick_data, teacher_run
         assert seen[1.0][term] == 0.0 and seen[0.0][term] > 0
     for term in set(seen[0.0]) - set(relation_terms):  # the detection loss keeps its full weight
         assert seen[1.0][term] == pytest.approx(seen[0.0][term], rel=1e-4), term
-    assert objective.formula().startswith("L = L_det + c(t)·(0.0175·L_PR")
+    assert objective.formula().startswith("L = L_det + c(t)·(6·L_PR")
     with pytest.raises(UserError, match="weight_schedule"):
         _student_cfg(quick_data, teacher_run[0], teacher_run[1], weight_schedule="linear")
 
@@ -162,6 +162,26 @@ def test_reference_preset_has_the_authors_constants(quick_data, teacher_run):
         "ir_weight": 0.004,
         "ins_weight": 0.0024,
     }
+
+
+def test_what_won_on_val_is_the_default_and_reference_keeps_the_authors_init(quick_data, teacher_run):
+    """The ladder's kept changes (README, "How the ladder went"): zero-initialised graph units and the λ searched
+    on val; the reference preset keeps the authors' γ = 1 units and their λ."""
+    teacher, _ = teacher_run
+    levels = ["P2", "P3", "P4", "P5", "P6"]
+    default = resolve_distill({"method": "drkd", "teacher": str(teacher)}, levels)
+    reference = resolve_distill({"method": "drkd", "teacher": str(teacher), "preset": "reference"}, levels)
+    assert default["glore_zero_init"] is True and reference["glore_zero_init"] is False
+    assert default["pr_weight"] == 6.0 and reference["pr_weight"] == 1e-3
+    imitation = resolve_distill({"method": "feature_imitation", "teacher": str(teacher)}, levels)
+    assert imitation["fi_weight"] == 3.0
+    for preset, gamma in (("default", 0.0), ("reference", 1.0)):
+        objective, _, _ = _objective(quick_data, teacher_run, preset=preset)
+        units = [*objective.pixel.student_units.values(), *objective.pixel.teacher_units.values()]
+        assert all(torch.all(unit.bn.weight == gamma) for unit in units), preset
+        x = torch.randn(2, objective.pixel.teacher_units["P2"].bn.num_features, 8, 8)
+        passes_through = torch.allclose(objective.pixel.teacher_units["P2"].train()(x), x)
+        assert passes_through == (preset == "default")  # G(x) = x at the start only with the zero init
 
 
 def test_distill_section_errors_are_clear(quick_data, teacher_run, tmp_path):
@@ -231,7 +251,7 @@ def test_feature_imitation_method(quick_data, teacher_run, tmp_path):
     )
     manifest = train(cfg, tmp_path / "fi", quiet=True)
     # the default preset's cosine schedule applies to feature imitation too (the same treatment as DRKD)
-    assert manifest["formula"] == "L = L_det + c(t)·(0.15·L_FI),  c(t) = ½(1 + cos πt), t = step / steps"
+    assert manifest["formula"] == "L = L_det + c(t)·(3·L_FI),  c(t) = ½(1 + cos πt), t = step / steps"
     row = json.loads((tmp_path / "fi" / "metrics.jsonl").read_text().splitlines()[0])
     assert "loss_fi" in row and "loss_pr" not in row
 
