@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/drkd_overhead.py
 	$(BIN)/python bench/onnx_speed.py --run runs/demo/baseline-s0
+	$(BIN)/python bench/proposal_speed.py --runs runs/demo
 	$(BIN)/python bench/install_size.py
 	$(BIN)/python bench/app_latency.py --runs runs/demo
 

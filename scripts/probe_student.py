@@ -185,6 +185,23 @@ LADDER: dict[str, tuple[str, list[str]]] = {
     "ladder-fi-x20-seed1": ("feature_imitation-s0", ["distill.fi_weight=3.0", "seed=1"]),
     "ladder-pr-3-zero-init-seed1": ("drkd-s0", ["distill.pr_weight=3.0", "distill.glore_zero_init=true", "seed=1"]),
     "ladder-pr-6-zero-init-seed1": ("drkd-s0", ["distill.pr_weight=6.0", "distill.glore_zero_init=true", "seed=1"]),
+    # queued for the next rounds (README, "How the ladder went", Next): PKD until it turns down; L_IR and L_INS
+    # at the new L_PR (their gradients are 4-5 % of L_det's); a constant λ instead of the cosine decay
+    "ladder-pkd-8": ("drkd-s0", ["distill.method=pkd", "distill.pkd_weight=8.0"]),
+    "ladder-pkd-16": ("drkd-s0", ["distill.method=pkd", "distill.pkd_weight=16.0"]),
+    "ladder-pr-6-ir-ins-x10": (
+        "drkd-s0",
+        ["distill.pr_weight=6.0", "distill.glore_zero_init=true", "distill.ir_weight=0.5", "distill.ins_weight=0.5"],
+    ),
+    "ladder-pr-6-ir-ins-x40": (
+        "drkd-s0",
+        ["distill.pr_weight=6.0", "distill.glore_zero_init=true", "distill.ir_weight=2.0", "distill.ins_weight=2.0"],
+    ),
+    "ladder-pr-6-constant": (
+        "drkd-s0",
+        ["distill.pr_weight=6.0", "distill.glore_zero_init=true", "distill.weight_schedule=constant"],
+    ),
+    "ladder-fi-x20-constant": ("feature_imitation-s0", ["distill.fi_weight=3.0", "distill.weight_schedule=constant"]),
     # a null control: DRKD's modules built and stepped (the same random draws as ladder-drkd) with every λ
     # ~0, so its distance to ladder-baseline is what one seed's noise does, not what distillation does
     "ladder-lambda-1e-9": (

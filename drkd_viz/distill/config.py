@@ -113,8 +113,8 @@ def formula(settings: dict[str, Any] | None) -> str:
 
 
 # L_PKD starts near 1 per level (uncorrelated channels: ½·MSE = 1 − r ≈ 1), about 5 over P2–P6. λ 0.2 put it at
-# half L_det, but its gradient on the student at 4 % of L_det's. On val (seed 0, 160 iterations) λ 0.2 / 0.8 / 4.0
-# gave 19.2 / 21.8 / 28.9 and had not turned down yet: 4.0 is the best measured, and the search goes on.
+# half L_det, but its gradient on the student at 4 % of L_det's. On val (seed 0, 160 iterations) λ 0.2 / 0.8 / 4.0 /
+# 8 / 16 gave 19.2 / 21.8 / 28.9 / 27.4 / 27.6: it peaks at 4.0 (gradient 0.8x L_det's).
 PKD_WEIGHT = 4.0
 REFERENCE = {
     "pr_weight": 1e-3,
@@ -145,7 +145,7 @@ REFERENCE = {
 #   feature imitation λ 0.15 / 0.6 / 1.5 / 3.0 / 6.0 → val AP 21.4 / 27.3 / 34.1 / 36.0 / 30.8 (seed 1 at 3.0: 33.2);
 #   DRKD's L_PR, zero-initialised graph units, λ 1.5 / 3.0 / 6.0 → 29.6 / 33.5 / 35.1 (seed 1 at 6.0: 32.7),
 #   against 19.4 for the old defaults and 24.8 for λ 1.5 with the authors' unit init;
-#   PKD λ 0.2 / 0.8 / 4.0 → 19.2 / 21.8 / 28.9 (not turned down yet; see PKD_WEIGHT).
+#   PKD λ 0.2 / 0.8 / 4.0 / 8 / 16 → 19.2 / 21.8 / 28.9 / 27.4 / 27.6 (see PKD_WEIGHT).
 # L_IR and L_INS keep their λ: their gradients stay 4–5 % of L_det's, and raising them was not searched yet.
 DEFAULT_WEIGHTS = {
     "pr_weight": 6.0,

@@ -420,17 +420,19 @@ def val_appendix(rows: list[dict[str, Any]]) -> list[str]:
         "## Appendix: every variant tried on val before this study",
         "",
         "Chosen on `val`, never on `test`: one row per run of `scripts/probe_student.py`, which reruns "
-        "any of them (`--only NAME`). Overrides are relative to the demo job the variant starts from.",
+        "any of them (`--only NAME`). Overrides are relative to the demo job the variant starts from; a "
+        "commit marked + ran with local changes beside it.",
         "",
         "| variant | starts from | overrides | seed | iterations | val AP | val AP_S | commit |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         overrides = ", ".join(f"`{o}`" for o in row["overrides"]) or "–"
-        measured_on = row.get("commit") or row.get("source") or "?"  # rows from before the record: "README"
+        measured_on = (row.get("commit") or row.get("source") or "?")[:7]  # rows from before the record: "README"
+        measured_on += "+" if row.get("local_changes") else ""
         lines.append(
             f"| {row['name']} | {row['starts_from']} | {overrides} | {row['seed']} | {row['iterations']} | "
-            f"{row['val']['AP'] * 100:.1f} | {row['val']['APs'] * 100:.1f} | {measured_on[:7]} |"
+            f"{row['val']['AP'] * 100:.1f} | {row['val']['APs'] * 100:.1f} | {measured_on} |"
         )
     return lines
 
