@@ -29,14 +29,11 @@ CURVES: dict[str, tuple[str, dict[str, str]]] = {
     "DRKD L_PR, zero-init units": ("distill.pr_weight", {"distill.glore_zero_init": "true"}),
     "DRKD L_PR, authors' init": ("distill.pr_weight", {"distill.glore_zero_init": "false"}),
 }
-
-
 BASELINE_LABEL = {"fontsize": 7, "color": "grey", "ha": "right", "va": "bottom"}
 
 
 def curve_points(rows: list[dict], key: str, fixed: dict[str, str]) -> dict[int, list[tuple[float, float]]]:
-    """seed -> sorted (λ, val AP %) of the rows that vary only ``key`` (and the seed) around ``fixed``. Rows
-    from the first machine (``source: README``) are left out: the same run differs by ~0.7 AP across machines."""
+    """seed -> sorted (λ, val AP %) of the rows that vary only ``key`` (and the seed) around ``fixed``."""
     points: dict[int, list[tuple[float, float]]] = {}
     for row in rows:
         overrides = dict(o.split("=", 1) for o in row["overrides"])
@@ -52,6 +49,7 @@ def main() -> None:
     parser.add_argument("--record", type=Path, default=REPO / "configs" / "demo" / "val_ladder.json")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "images" / "ladder_lambda.png")
     args = parser.parse_args()
+    # rows of the first machine (source: README) are left out: the same run differs by ~0.7 AP across machines
     rows = [
         r
         for r in json.loads(args.record.read_text())["variants"]
