@@ -159,7 +159,8 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    from drkd_viz.dashboard import list_reports, serve
+    from drkd_viz.runs.reports import list_reports
+    from drkd_viz.serving import serve
 
     if not list_reports(args.runs.resolve()):
         raise SystemExit(

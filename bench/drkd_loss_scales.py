@@ -30,8 +30,9 @@ DISTILL_TERMS = ("loss_pr", "loss_ir", "loss_ins")
 def run(teacher: Path, preset: str, iterations: int, out: Path) -> tuple[str, list[dict]]:
     from drkd_viz.engine.config import load_config
     from drkd_viz.engine.trainer import train
+    from drkd_viz.runs import RunFolder
 
-    family = json.loads((teacher / "export" / "student.json").read_text())["detector"]["family"]
+    family = json.loads(RunFolder(teacher).export_info.read_text())["detector"]["family"]
     cfg = load_config(
         REPO / "configs" / "demo" / f"student_{family}.yaml",
         overrides=[
@@ -45,7 +46,7 @@ def run(teacher: Path, preset: str, iterations: int, out: Path) -> tuple[str, li
         ],
     )
     train(cfg, out, quiet=True)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = RunFolder(out).read_metrics()
     return family, rows
 
 

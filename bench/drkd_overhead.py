@@ -206,7 +206,9 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=REPO / "runs")
     parser.add_argument("--only", help=argparse.SUPPRESS)  # internal: one measurement in this process
     args = parser.parse_args()
-    data_root = str(args.runs / "demo" / "data")
+    from drkd_viz.runs import RunsRoot
+
+    data_root = str(RunsRoot(args.runs / "demo").data)
     if args.only:
         print(json.dumps(step_times(args.family, args.steps, args.batch, data_root, args.only)))
         return

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from drkd_viz.evaluation import evaluate_detections, perturbed_detections  # noqa: E402
+from drkd_viz.runs import RunsRoot  # noqa: E402
 
 
 def bench(name: str, gt: dict, dets: list[dict], repeats: int) -> None:
@@ -63,7 +64,7 @@ def main() -> None:
 
     from drkd_viz.data.synthetic import generate_dataset
 
-    root = args.runs / "demo" / "data"
+    root = RunsRoot(args.runs / "demo").data
     generate_dataset(root, preset="demo", seed=0, progress=False)
     gt = json.loads((root / "test" / "annotations.json").read_text())
     bench("embedded demo test split", gt, perturbed_detections(gt, 0, false_per_image=60), args.repeats)

@@ -27,6 +27,7 @@ from drkd_viz.engine.config import load_config  # noqa: E402
 from drkd_viz.engine.data import open_split  # noqa: E402
 from drkd_viz.engine.inference import evaluate_run  # noqa: E402
 from drkd_viz.experiments.report import COST_IMAGES, model_costs  # noqa: E402
+from drkd_viz.runs import RunFolder  # noqa: E402
 
 
 def main() -> None:
@@ -37,19 +38,20 @@ def main() -> None:
     args = parser.parse_args()
     teacher, student = args.runs / "teacher", args.runs / args.run
     for folder in (teacher, student):
-        if not (folder / "config.yaml").is_file():
+        if not RunFolder(folder).exists():
             raise SystemExit(f"{folder} is not a finished run; build it with drkd-viz pipeline --preset demo")
     counts = [int(c) for c in args.proposals.split(",")]
     with tempfile.TemporaryDirectory() as scratch:
         dirs = {"teacher": teacher}
         for count in counts:
             copy = Path(scratch) / f"proposals-{count}"
-            shutil.copytree(student, copy, ignore=shutil.ignore_patterns("checkpoints", "eval", "tensorboard"))
-            cfg = yaml.safe_load((copy / "config.yaml").read_text())
+            bulk = [path.name for path in RunFolder(student).bulk]
+            shutil.copytree(student, copy, ignore=shutil.ignore_patterns(*bulk))
+            cfg = yaml.safe_load(RunFolder(copy).config.read_text())
             cfg["model"]["rpn_pre_nms_top_n_test"], cfg["model"]["rpn_post_nms_top_n_test"] = 2 * count, count
-            (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
+            RunFolder(copy).config.write_text(yaml.safe_dump(cfg))
             dirs[f"{count} proposals"] = copy
-        test = open_split(load_config(teacher / "config.yaml").data, "test", train=False)
+        test = open_split(load_config(RunFolder(teacher).config).data, "test", train=False)
         costs = model_costs(dirs, [test[i][0] for i in range(min(COST_IMAGES, len(test)))])
         print(f"| student | speed-up, {torch.get_num_threads()} threads | speed-up, 1 thread | val AP | val AP_S |")
         print("|---|---|---|---|---|")

@@ -92,7 +92,9 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=REPO / "runs")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one config (JSON) and print JSON
     args = parser.parse_args()
-    data_root = str(args.runs / "demo" / "data")
+    from drkd_viz.runs import RunsRoot
+
+    data_root = str(RunsRoot(args.runs / "demo").data)
     if args.one:
         print(json.dumps(measure(json.loads(args.one), args.steps, args.batch, args.threads, data_root)))
         return

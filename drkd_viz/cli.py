@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from drkd_viz.engine.runs import default_runs
 from drkd_viz.errors import UserError
+from drkd_viz.runs import RunFolder, RunsRoot, default_runs
 
 
 # Typed choices: `--help` lists them, and a typo fails at once with the list.
@@ -182,7 +182,7 @@ def evaluate(
         from drkd_viz.engine.inference import evaluate_run
 
         result = evaluate_run(run, split=split.value, device=device.value, backend=backend.value)
-        out_dir = run / "eval" / split.value
+        out_dir = RunFolder(run).eval_dir(split.value)
         typer.echo(f"{run} on {split.value}:")
     else:
         if gt is None or detections is None:
@@ -306,13 +306,44 @@ def pipeline(
     from drkd_viz.experiments.pipeline import run_pipeline
 
     started = time.perf_counter()
-    from drkd_viz.experiments.report import report_folder
 
     out = out if out is not None else default_runs(preset.value)
     run_pipeline(preset.value, out, quiet=quiet, jobs=jobs, use_shipped=shipped)
-    report = report_folder(out, preset.value) / "report.md"
+    report = RunsRoot(out).report_dir(preset.value) / "report.md"
     typer.echo(report.read_text())
     typer.echo(f"report: {report} ({time.perf_counter() - started:.1f} s)")
+
+
+@app.command()
+def report(
+    teacher: Annotated[Path, typer.Option(help="The teacher's run folder.")],
+    baseline: Annotated[
+        list[Path], typer.Option(help="The undistilled student's run folder; repeat it for several seeds.")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="RUNS/reports/NAME: `drkd-viz app --runs RUNS` shows the report; the runs lie in RUNS.")
+    ],
+    student: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=RUN, a distilled student; repeat it (the same NAME for several seeds). Name the DRKD student "
+            "`drkd`: the relation pages inspect every model through its units."
+        ),
+    ] = None,
+    split: Annotated[Split, typer.Option(help="The split to compare on (runs not evaluated on it are).")] = Split.test,
+    timing: Annotated[
+        bool, typer.Option(help="Time the teacher and the baseline on the CPU (slow for COCO-sized models).")
+    ] = True,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """A report from any finished run folders (your own teacher, COCO runs, runs in different folders), in the
+    pipeline's format: the dashboard and the notebooks show it."""
+    from drkd_viz.experiments.from_runs import parse_student, report_from_runs
+
+    students = [parse_student(spec) for spec in student or []]
+    report_from_runs(teacher, baseline, students, out, split=split.value, timed=timing, progress=not quiet)
+    typer.echo((out / "report.md").read_text())
+    typer.echo(f"report: {out / 'report.md'}; show it with: drkd-viz app --runs {out.resolve().parent.parent}")
 
 
 @app.command("app")
@@ -326,13 +357,14 @@ def dashboard(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8501,
 ) -> None:
     """Serve the Streamlit dashboard of a runs folder (leaderboard, relations, small objects, attribution)."""
-    from drkd_viz.dashboard import check_entry, exec_server, runs_root
+    from drkd_viz.runs import runs_root
+    from drkd_viz.serving import check_entry, exec_server
 
     root = runs_root(runs)
     check_entry()
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.secho(f"warning: listening on {host}: anyone who can reach this machine can use the dashboard", err=True)
-    what = "" if (root / "reports").is_dir() else " (no report yet: the dashboard offers to build one)"
+    what = "" if RunsRoot(root).reports.is_dir() else " (no report yet: the dashboard offers to build one)"
     typer.echo(f"dashboard of {root}{what} at http://{host}:{port}  (Ctrl+C stops it)")
     exec_server(root, host=host, port=port)
 
@@ -356,14 +388,13 @@ def demo(
 ) -> None:
     """The main job on the embedded default: data, teacher, baseline / feature-imitation / DRKD students,
     the test-split report (all cached), then the dashboard on those runs."""
-    from drkd_viz.dashboard import check_entry, exec_server
     from drkd_viz.experiments.pipeline import run_pipeline
-    from drkd_viz.experiments.report import report_folder
+    from drkd_viz.serving import check_entry, exec_server
 
     out = runs if runs is not None else default_runs(preset.value)
     started = time.perf_counter()
     report = run_pipeline(preset.value, out, quiet=quiet)
-    folder = report_folder(out, preset.value)
+    folder = RunsRoot(out).report_dir(preset.value)
     typer.echo((folder / "report.md").read_text())
     cached = all(info["status"] == "cached" for info in report["provenance"]["runs"].values())
     typer.echo(

@@ -234,6 +234,121 @@ def evaluate_detections(
     )
 
 
+@dataclass
+class Matches:
+    """COCOeval's own one-to-one matching at one IoU threshold and area range (pycocotools' ``evalImgs``).
+
+    ``objects``: one row per ground-truth object COCOeval counts there (crowd regions and objects outside the area
+    range are ignored, as in AP): ``image_id``, ``ann_id``, ``category_id``, ``bbox``, ``area``, and the matched
+    detection's ``det_index`` (its position in the detections list; -1 when missed), ``score`` and ``iou``.
+    ``detections``: one row per detection COCOeval ranked (the top ``max_dets`` per image and class): ``det_index``,
+    ``image_id``, ``category_id``, ``bbox``, ``score``, ``outcome`` (``tp``; ``fp``; ``ignored``: on a crowd
+    region or an ignored object, or unmatched and outside the area range), the matched ``ann_id`` (-1) and ``iou``.
+    Plain lists of dicts; :mod:`drkd_viz.analysis` turns them into tables."""
+
+    iou: float
+    area: str
+    objects: list[dict[str, Any]]
+    detections: list[dict[str, Any]]
+
+
+def match_detections(
+    gt: dict | str | os.PathLike,
+    detections: list[dict] | str | os.PathLike,
+    iou: float = 0.5,
+    area: str = "all",
+    max_dets: int = 100,
+) -> Matches:
+    """Which detection matched which object, taken from COCOeval itself (pycocotools, the reference) at IoU
+    threshold ``iou`` (any value in (0, 1], not only COCO's ten) and area range ``area`` (all, small, medium,
+    large): the same greedy rule, crowd handling and ignore flags the AP beside it uses, so the true positives
+    counted here are exactly those behind its recall."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not 0 < iou <= 1:
+        raise DetectionsError(f"iou must be in (0, 1], got {iou}")
+    if area not in AREA_NAMES:
+        raise DetectionsError(f"area must be one of {list(AREA_NAMES)}, got {area!r}")
+    gt_data = read_json(gt, "ground-truth annotation file") if not isinstance(gt, dict) else gt
+    gt_data, _ = validate_coco(gt_data, source="ground truth", fix=False)
+    if isinstance(detections, (str, os.PathLike)):
+        detections = read_json(Path(detections), "detections file")
+    detections = validate_detections(detections, gt_data)
+    objects: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    if not detections:  # pycocotools cannot load an empty result list: every counted object is missed
+        for ann in gt_data["annotations"]:
+            ann_area = ann.get("area", ann["bbox"][2] * ann["bbox"][3])
+            low, high = _AREA_RANGES[AREA_NAMES.index(area)]
+            if not ann.get("iscrowd", 0) and low <= ann_area <= high:
+                objects.append(_object_row(ann, ann_area, -1, None, None))
+        return Matches(iou, area, objects, rows)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt_data
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes([dict(d) for d in detections])  # ids 1 … N in list order
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        evaluator.params.iouThrs = np.array([iou])
+        evaluator.params.maxDets = [max_dets]
+        evaluator.params.areaRng = [list(_AREA_RANGES[AREA_NAMES.index(area)])]
+        evaluator.params.areaRngLbl = [area]
+        evaluator.evaluate()
+    for result in evaluator.evalImgs:
+        if result is None:
+            continue
+        key = (result["image_id"], result["category_id"])
+        matrix = evaluator.ious[key]  # detections by score (top max_dets) x objects in their stored order
+        column = {g["id"]: j for j, g in enumerate(evaluator._gts[key])}
+        row_of = {d: i for i, d in enumerate(result["dtIds"])}
+        for j, ann_id in enumerate(result["gtIds"]):
+            if result["gtIgnore"][j]:
+                continue
+            ann = coco_gt.anns[ann_id]
+            det_id = int(result["gtMatches"][0][j])
+            overlap = float(matrix[row_of[det_id], column[ann_id]]) if det_id else None
+            score = float(coco_dt.anns[det_id]["score"]) if det_id else None
+            objects.append(
+                _object_row(ann, ann.get("area", ann["bbox"][2] * ann["bbox"][3]), det_id - 1, score, overlap)
+            )
+        for i, det_id in enumerate(result["dtIds"]):
+            matched = int(result["dtMatches"][0][i])
+            det = coco_dt.anns[det_id]
+            outcome = "ignored" if result["dtIgnore"][0][i] else "tp" if matched else "fp"
+            rows.append(
+                {
+                    "det_index": det_id - 1,
+                    "image_id": det["image_id"],
+                    "category_id": det["category_id"],
+                    "bbox": tuple(float(v) for v in det["bbox"]),
+                    "score": float(det["score"]),
+                    "outcome": outcome,
+                    "ann_id": matched if matched else -1,
+                    "iou": float(matrix[i, column[matched]]) if matched else None,
+                }
+            )
+    objects.sort(key=lambda r: (r["image_id"], r["ann_id"]))
+    rows.sort(key=lambda r: r["det_index"])
+    return Matches(iou, area, objects, rows)
+
+
+_AREA_RANGES = ((0.0, 1e10), (0.0, 32.0**2), (32.0**2, 96.0**2), (96.0**2, 1e10))  # COCOeval's areaRng, in order
+
+
+def _object_row(ann: dict, area: float, det_index: int, score: float | None, overlap: float | None) -> dict:
+    return {
+        "image_id": ann["image_id"],
+        "ann_id": ann["id"],
+        "category_id": ann["category_id"],
+        "bbox": tuple(float(v) for v in ann["bbox"]),
+        "area": float(area),
+        "det_index": det_index,
+        "score": score,
+        "iou": overlap,
+    }
+
+
 def write_metrics(result: EvalResult, path: str | os.PathLike) -> Path:
     return atomic_write_json(path, result.to_json())
 

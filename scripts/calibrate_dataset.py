@@ -21,6 +21,7 @@ from pathlib import Path
 from drkd_viz.data.shapes import PATTERNS
 from drkd_viz.data.synthetic import SyntheticPreset, generate_dataset
 from drkd_viz.engine.config import load_config
+from drkd_viz.runs import RunFolder
 from drkd_viz.utils.io import atomic_write_bytes, atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ def run_variant(
             *recipe,
         ],
     )
-    manifest = train(cfg, folder / "teacher", resume=(folder / "teacher" / "config.yaml").is_file(), quiet=quiet)
+    manifest = train(cfg, folder / "teacher", resume=RunFolder(folder / "teacher").exists(), quiet=quiet)
     metrics = manifest["metrics"]["val"]
     result = {
         "name": name,

@@ -20,10 +20,10 @@ import json
 from pathlib import Path
 
 from drkd_viz.engine.config import load_config
-from drkd_viz.engine.runs import RunFolder
 from drkd_viz.engine.trainer import train
 from drkd_viz.experiments.pipeline import PRESETS, ensure_pretrained, plan
 from drkd_viz.resources import configs_dir
+from drkd_viz.runs import RunFolder
 from drkd_viz.utils.io import atomic_write_json
 
 DEFAULT_ANCHORS = ["model.anchor_sizes=null"]  # torchvision's COCO anchors scaled to 160 px: 6 … 102 px

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -87,3 +88,25 @@ def copy_repository(source: Path, dest: Path) -> Path:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source / name, dest / name)
     return dest
+
+
+def add_a_study(quick_runs: Path, runs: Path) -> dict:
+    """``runs``: the quick runs at the top (where the demo keeps its own) and a ``study`` report whose runs live in
+    ``study/`` under seeds 1 and 2 (copies of the quick ones), as `drkd-viz pipeline --preset study` lays them out.
+    Returns the study report."""
+    skip = shutil.ignore_patterns("tensorboard")  # the DRKD run's units come from its checkpoint
+    shutil.copytree(quick_runs, runs, ignore=skip)
+    report = json.loads((quick_runs / "reports" / "quick" / "report.json").read_text())
+    report["preset"], report["seeds"] = "study", [1, 2]
+    for name, entry in report["models"].items():
+        if name == "teacher":
+            shutil.copytree(quick_runs / "teacher", runs / "study" / "teacher", ignore=skip)
+            entry["runs"] = ["study/teacher"]
+            continue
+        for seed in (1, 2):
+            shutil.copytree(quick_runs / f"{name}-s0", runs / "study" / f"{name}-s{seed}", ignore=skip)
+        entry["runs"], entry["seeds"] = [f"study/{name}-s1", f"study/{name}-s2"], [1, 2]
+        entry["per_seed"] = {"1": entry["per_seed"]["0"], "2": entry["per_seed"]["0"]}
+    (runs / "reports" / "study").mkdir(parents=True)
+    (runs / "reports" / "study" / "report.json").write_text(json.dumps(report))
+    return report

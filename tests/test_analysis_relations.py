@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import add_a_study
 from matplotlib.figure import Figure
 
+from drkd_viz.analysis import small_objects as so
 from drkd_viz.analysis.graph import assignment_map, graph_view, node_map
 from drkd_viz.analysis.instances import relation_matrices, relation_summary, row_distances
 from drkd_viz.analysis.models import (
@@ -135,6 +137,30 @@ def test_runs_folder_without_the_drkd_run_is_a_user_error(quick_runs, tmp_path):
     with pytest.raises(UserError, match="runs folder not found"):
         load_model_set(tmp_path / "nowhere")
     shutil.rmtree(partial)
+
+
+def test_a_report_names_the_runs_to_load(quick_runs, tmp_path):
+    """A report whose runs live in a subfolder under other seeds (a study's): the model set and the stored
+    detections come from the runs it names for the seed asked; a seed it lacks is a clear error."""
+    runs = tmp_path / "runs"
+    study = add_a_study(quick_runs, runs)
+    models = load_model_set(runs, seed=2, report=study)
+    root = runs.resolve()
+    assert models.run_dirs == {
+        "teacher": root / "study" / "teacher",
+        "baseline": root / "study" / "baseline-s2",
+        "drkd": root / "study" / "drkd-s2",
+        "feature_imitation": root / "study" / "feature_imitation-s2",
+    }
+    assert models.roles == ["teacher", "baseline", "feature_imitation", "drkd"]
+    assert so.evaluation(runs, "drkd", seed=1, report=study).stats == so.evaluation(quick_runs, "drkd").stats
+    with pytest.raises(UserError, match=r"no 'drkd' run of seed 0 \(its seeds: \[1, 2\]\)"):
+        load_model_set(runs, seed=0, report=study)
+    with pytest.raises(UserError, match="no 'pkd' model"):
+        so.evaluation(runs, "pkd", seed=1, report=study)
+    shutil.rmtree(runs / "study" / "baseline-s1")
+    with pytest.raises(UserError, match=r"study/baseline-s1, which is gone.*--preset study"):
+        load_model_set(runs, seed=1, report=study)
 
 
 def test_level_and_index_errors_are_user_errors(models, dataset, sample):

@@ -23,6 +23,7 @@ from drkd_viz.errors import UserError
 from drkd_viz.evaluation import AREA_NAMES, evaluate_detections
 from drkd_viz.models.capture import name_levels
 from drkd_viz.models.factory import DetectorConfig, build_detector
+from drkd_viz.runs.reports import read_report
 from drkd_viz.viz.attribution import plot_attributions
 from drkd_viz.viz.common import figure_png
 from drkd_viz.viz.small_objects import (
@@ -63,7 +64,7 @@ def _nan_or(value: float) -> float:
 
 # ---- AP by size, PR curves, per-class gains (real runs) -----------------------------------------------------
 def test_ap_by_size_is_the_reports_and_the_evaluations(quick_runs, artifacts):
-    report = so.read_report(quick_runs)
+    report = read_report(quick_runs)
     table = so.ap_by_size(report)
     assert set(table["model"]) == set(report["models"]) and set(table["size"]) == set(so.SIZE_KEYS)
     for row in table.itertuples():
@@ -102,7 +103,7 @@ def test_pr_curves_average_to_cocoeval_ap(quick_runs, artifacts):
 
 
 def test_per_class_gains_are_method_minus_baseline(quick_runs, artifacts):
-    report = so.read_report(quick_runs, "quick")
+    report = read_report(quick_runs, "quick")
     gains = so.per_class_gains(report, "drkd")
     per_class = {m: report["models"][m]["per_class"] for m in ("teacher", "baseline", "drkd")}
     assert sorted(gains["class"]) == sorted(per_class["baseline"])
@@ -190,7 +191,7 @@ def test_match_objects_on_a_hand_made_case(tmp_path):
     with pytest.raises(UserError, match="size must be one of"):
         so.found_vs_missed(runs, size="tiny")
     with pytest.raises(UserError, match="no report"):
-        so.read_report(runs)
+        read_report(runs)
 
 
 def test_found_vs_missed_on_real_runs_lists_both_directions(quick_runs, artifacts):

@@ -1,12 +1,14 @@
 """The dashboard in-process (streamlit.testing AppTest): every page renders on the quick runs, its main
 widgets change without an exception, and the expected elements are there; plus the non-UI side
-(drkd_viz.dashboard): paths confined to the runs folder, upload limits, reports, build progress."""
+(drkd_viz.runs, drkd_viz.serving, drkd_viz.experiments.builds): paths confined to the runs folder, upload
+limits, reports, build progress."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -14,12 +16,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import add_a_study
 from PIL import Image
 from typer.testing import CliRunner
 
-from drkd_viz import dashboard as db
 from drkd_viz.cli import app as cli_app
+from drkd_viz.data.images import UPLOAD_MAX_BYTES, UPLOAD_MAX_MB, UPLOAD_MAX_SIDE, decode_upload
 from drkd_viz.errors import DatasetError, UserError
+from drkd_viz.experiments.builds import build_progress, conflicting_runs, current_build
+from drkd_viz.runs import RUNS_ENV, inside, run_folders, runs_root
+from drkd_viz.runs.reports import check_report, default_report, leaderboard, list_reports, read_report, replaced_runs
+from drkd_viz.serving import APP_ENTRY, check_entry, streamlit_command
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app" / "Home.py")
@@ -41,7 +48,7 @@ def _app(monkeypatch, runs: Path):
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.setenv(db.RUNS_ENV, str(runs))
+    monkeypatch.setenv(RUNS_ENV, str(runs))
     st.cache_data.clear()  # process-global; models (cache_resource) are keyed by runs folder and kept
     return AppTest.from_file(APP, default_timeout=TIMEOUT)
 
@@ -250,6 +257,101 @@ def test_attribution_page(app):
     assert _images(app) == 1
 
 
+def test_model_pages_load_the_runs_of_the_chosen_report_and_seed(monkeypatch, quick_runs, tmp_path):
+    """With a study report picked, every page that loads models takes the study's runs of the chosen seed
+    (RUNS/study/<role>-s<seed>), not the top-level runs of the same name, and says which folders it shows."""
+    runs = tmp_path / "runs"
+    add_a_study(quick_runs, runs)
+    at = _app(monkeypatch, runs).run()
+    at.sidebar.selectbox(key="report").select("study").run()
+    _ok(at)
+    at.sidebar.selectbox(key="seed").select(2).run()
+    _ok(at)
+    for page in ("pixel_relations", "instance_relations", "attribution", "small_objects"):
+        at.switch_page(f"views/{page}.py").run()
+        _ok(at)
+        text = _texts(at)
+        if page != "small_objects":
+            assert "Models of report `study`, seed 2" in text, page
+            assert "drkd `study/drkd-s2`" in text and "teacher `study/teacher`" in text, page
+            assert "`drkd-s0`" not in text
+        assert _images(at) >= 1, page
+
+
+def test_a_report_from_runs_in_two_folders_opens_every_page(monkeypatch, quick_runs, tmp_path):
+    """`drkd-viz report` on runs kept in two folders, one of them not yet evaluated on test: the report has the
+    pipeline's format, its numbers are the runs' own, and every page shows it, the model pages on its runs."""
+    runs = tmp_path / "runs"
+    shutil.copytree(quick_runs / "data", runs / "data")
+    placed = {
+        "teacher": "mine/teacher",
+        "baseline-s0": "mine/baseline",
+        "drkd-s0": "elsewhere/drkd",
+        "feature_imitation-s0": "elsewhere/imitation",
+    }
+    for source, dest in placed.items():
+        shutil.copytree(quick_runs / source, runs / dest, ignore=shutil.ignore_patterns("tensorboard"))
+        config = runs / dest / "config.yaml"  # the data moved with the runs
+        moved = config.read_text().replace(str(quick_runs.resolve() / "data"), str((runs / "data").resolve()))
+        config.write_text(moved)
+    shutil.rmtree(runs / "elsewhere" / "drkd" / "eval")
+    args = ["report", "--teacher", str(runs / "mine" / "teacher"), "--baseline", str(runs / "mine" / "baseline")]
+    args += ["--student", f"drkd={runs / 'elsewhere' / 'drkd'}"]
+    args += ["--student", f"feature_imitation={runs / 'elsewhere' / 'imitation'}"]
+    result = CliRunner().invoke(cli_app, [*args, "--out", str(runs / "reports" / "mine"), "--no-timing", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "drkd-viz app --runs" in result.output
+    report = json.loads((runs / "reports" / "mine" / "report.json").read_text())
+    assert report["models"]["drkd"]["runs"] == ["elsewhere/drkd"] and report["data"]["annotations"].startswith("data/")
+    stored = json.loads((quick_runs / "drkd-s0" / "eval" / "test" / "metrics.json").read_text())
+    assert report["models"]["drkd"]["per_seed"]["0"]["AP"] == pytest.approx(stored["AP"], abs=1e-3)  # evaluated again
+
+    at = _app(monkeypatch, runs).run()
+    _ok(at)
+    assert at.sidebar.selectbox(key="report").value == "mine"
+    assert set(at.dataframe[0].value["model"]) == {"teacher", "baseline", "feature_imitation", "drkd"}
+    pages = ("runs", "ablations", "small_objects", "pixel_relations", "instance_relations", "attribution")
+    for page in pages:
+        at.switch_page(f"views/{page}.py").run()
+        _ok(at)
+        if page in ("pixel_relations", "instance_relations", "attribution"):
+            assert "drkd `elsewhere/drkd`" in _texts(at) and "teacher `mine/teacher`" in _texts(at), page
+        assert _images(at) >= 1, page
+
+
+def test_a_report_from_runs_refuses_what_it_cannot_compare(quick_runs, tmp_path):
+    from drkd_viz.experiments.from_runs import parse_student, report_from_runs
+
+    runs = tmp_path / "runs"
+    for name in ("teacher", "baseline-s0", "drkd-s0"):
+        shutil.copytree(quick_runs / name, runs / name, ignore=shutil.ignore_patterns("tensorboard"))
+    teacher, baseline, drkd = runs / "teacher", runs / "baseline-s0", runs / "drkd-s0"
+    out = runs / "reports" / "never"
+    with pytest.raises(UserError, match="must be RUNS/reports/NAME"):
+        report_from_runs(teacher, [baseline], [], runs / "mine")
+    with pytest.raises(UserError, match="lies outside the runs folder"):
+        report_from_runs(quick_runs / "teacher", [baseline], [], out)
+    with pytest.raises(UserError, match="cannot be named 'baseline'"):
+        report_from_runs(teacher, [baseline], [("baseline", drkd)], out)
+    with pytest.raises(UserError, match="letters, digits and underscores"):
+        report_from_runs(teacher, [baseline], [("../x", drkd)], out)
+    with pytest.raises(UserError, match="two runs of seed 0"):
+        report_from_runs(teacher, [baseline], [("drkd", drkd), ("drkd", drkd)], out)
+    with pytest.raises(UserError, match="not a run folder"):
+        report_from_runs(teacher, [baseline], [("drkd", runs)], out)
+    with pytest.raises(UserError, match="NAME=RUN"):
+        parse_student("runs/drkd-s0")
+    config = drkd / "config.yaml"
+    original = config.read_text()
+    config.write_text(re.sub(r"(?m)^seed: 0$", "seed: 5", original))
+    with pytest.raises(UserError, match="give a baseline run of seed 5"):
+        report_from_runs(teacher, [baseline], [("drkd", drkd)], out)
+    config.write_text(re.sub(r"(?m)^(\s+)max_size: (\d+)$", r"\1max_size: 1\2", original))
+    with pytest.raises(UserError, match="one family and input size"):
+        report_from_runs(teacher, [baseline], [("drkd", drkd)], out)
+    assert not out.exists()
+
+
 def test_a_missing_run_is_a_clear_message(monkeypatch, quick_runs, tmp_path):
     """A report whose DRKD run folder is gone: the pages that need it say which run and how to build it."""
     runs = tmp_path / "runs"
@@ -282,7 +384,7 @@ def test_build_from_the_app_shows_progress_then_the_overview(monkeypatch, quick_
     at.button(key="build_quick").click().run()
     _ok(at)
     assert len(at.get("progress")) == 1
-    build = db.current_build(runs)
+    build = current_build(runs)
     assert build is not None
     deadline = time.time() + 300
     while build.returncode() is None and time.time() < deadline:
@@ -292,32 +394,32 @@ def test_build_from_the_app_shows_progress_then_the_overview(monkeypatch, quick_
     at.run()  # the fragment notices the end and reruns the app
     _ok(at)
     assert at.title[0].value == "Overview"
-    assert db.build_progress(runs, "quick").fraction == 1.0
+    assert build_progress(runs, "quick").fraction == 1.0
 
 
 # ---------------------------------------------------------------- the non-UI side
 def test_paths_stay_inside_the_runs_folder(tmp_path):
     root = tmp_path / "runs"
     (root / "a").mkdir(parents=True)
-    assert db.inside(root, "a") == (root / "a").resolve()
+    assert inside(root, "a") == (root / "a").resolve()
     for escape in ("..", "../x", "/etc/passwd", "a/../../x"):
         with pytest.raises(UserError, match="only reads inside"):
-            db.inside(root, escape)
+            inside(root, escape)
     (root / "link").symlink_to(tmp_path)  # a link out of the folder is refused too
     with pytest.raises(UserError):
-        db.inside(root, "link", "secret")
+        inside(root, "link", "secret")
     (tmp_path / "outside" / "reports" / "x").mkdir(parents=True)
     (tmp_path / "outside" / "reports" / "x" / "report.json").write_text('{"created": "2026"}')
     (root / "reports").mkdir()
     (root / "reports" / "evil").symlink_to(tmp_path / "outside" / "reports" / "x")
-    assert db.list_reports(root) == []
+    assert list_reports(root) == []
 
 
 def test_a_report_cannot_point_outside(quick_runs, tmp_path):
-    report = db.read_report(quick_runs, "quick")
+    report = read_report(quick_runs, "quick")
     for bad in ({"../x": report["models"]["drkd"]}, {"drkd": {**report["models"]["drkd"], "runs": ["../../etc"]}}):
         with pytest.raises(UserError):
-            db.check_report(quick_runs, {**report, "models": bad})
+            check_report(quick_runs, {**report, "models": bad})
 
 
 def test_run_folders_include_a_preset_subfolder_and_stay_inside(tmp_path):
@@ -330,7 +432,7 @@ def test_run_folders_include_a_preset_subfolder_and_stay_inside(tmp_path):
     (tmp_path / "elsewhere" / "run").mkdir(parents=True)
     (tmp_path / "elsewhere" / "run" / "metrics.jsonl").write_text("")
     (root / "link").symlink_to(tmp_path / "elsewhere")
-    names = [p.relative_to(root.resolve()).as_posix() for p in db.run_folders(root)]
+    names = [p.relative_to(root.resolve()).as_posix() for p in run_folders(root)]
     assert names == ["baseline-s0", "study/drkd-s1", "study/teacher", "teacher"]
 
 
@@ -340,22 +442,22 @@ def test_reports_default_to_demo_else_the_newest(tmp_path):
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"created": name}))
         os.utime(path, (mtime, mtime))
-    reports = db.list_reports(tmp_path)
+    reports = list_reports(tmp_path)
     assert [r.preset for r in reports] == ["quick", "study", "demo"]
-    assert db.default_report(reports) == "demo"
-    assert db.default_report(reports[:2]) == "quick"
-    assert db.default_report([]) is None
+    assert default_report(reports) == "demo"
+    assert default_report(reports[:2]) == "quick"
+    assert default_report([]) is None
     with pytest.raises(UserError, match="no report for preset 'nope'"):
-        db.read_report(tmp_path, "nope")
+        read_report(tmp_path, "nope")
 
 
 def test_runs_root_resolution(tmp_path, monkeypatch):
-    monkeypatch.setenv(db.RUNS_ENV, str(tmp_path))
-    assert db.runs_root() == tmp_path.resolve()
-    assert db.runs_root(argv=["--runs", str(tmp_path / "x")]) == (tmp_path / "x").resolve()
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path))
+    assert runs_root() == tmp_path.resolve()
+    assert runs_root(argv=["--runs", str(tmp_path / "x")]) == (tmp_path / "x").resolve()
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match="is a file"):
-        db.runs_root(tmp_path / "file")
+        runs_root(tmp_path / "file")
 
 
 def _png(width: int, height: int) -> bytes:
@@ -365,31 +467,31 @@ def _png(width: int, height: int) -> bytes:
 
 
 def test_uploads_are_limited_and_validated():
-    image = db.decode_upload(_png(40, 30), "a.png")
+    image = decode_upload(_png(40, 30), "a.png")
     assert image.shape == (3, 30, 40) and image.dtype == torch.float32 and 0 <= image.min() <= image.max() <= 1
-    big = db.decode_upload(_png(1600, 400), "wide.png")
-    assert big.shape == (3, 200, db.UPLOAD_MAX_SIDE)
+    big = decode_upload(_png(1600, 400), "wide.png")
+    assert big.shape == (3, 200, UPLOAD_MAX_SIDE)
     with pytest.raises(DatasetError, match="megapixels"):
-        db.decode_upload(_png(2100, 2000), "huge.png")  # 4.2 MP, refused from the header
+        decode_upload(_png(2100, 2000), "huge.png")  # 4.2 MP, refused from the header
     with pytest.raises(DatasetError, match="at most"):
-        db.decode_upload(b"0" * (db.UPLOAD_MAX_BYTES + 1), "big.bin")
+        decode_upload(b"0" * (UPLOAD_MAX_BYTES + 1), "big.bin")
     with pytest.raises(DatasetError, match="cannot read"):
-        db.decode_upload(b"not an image at all", "x.png")
+        decode_upload(b"not an image at all", "x.png")
     with pytest.raises(DatasetError, match="empty"):
-        db.decode_upload(b"", "x.png")
+        decode_upload(b"", "x.png")
 
 
 def test_streamlit_command_is_safe_by_default():
-    command = db.streamlit_command()
+    command = streamlit_command()
     flags = dict(zip(command[5::2], command[6::2], strict=True))
-    assert command[1:4] == ["-m", "streamlit", "run"] and command[4] == str(db.APP_ENTRY)
+    assert command[1:4] == ["-m", "streamlit", "run"] and command[4] == str(APP_ENTRY)
     assert flags["--server.address"] == "127.0.0.1"
     assert flags["--server.fileWatcherType"] == "none"
     assert flags["--browser.gatherUsageStats"] == "false"
-    assert flags["--server.maxUploadSize"] == str(db.UPLOAD_MAX_MB)
-    assert db.check_entry() == db.APP_ENTRY
+    assert flags["--server.maxUploadSize"] == str(UPLOAD_MAX_MB)
+    assert check_entry() == APP_ENTRY
     with pytest.raises(UserError, match="entry file"):
-        db.check_entry(Path("/nonexistent/Home.py"))
+        check_entry(Path("/nonexistent/Home.py"))
 
 
 def test_cli_app_help():
@@ -398,9 +500,9 @@ def test_cli_app_help():
 
 
 def test_build_progress_reads_the_run_folders(quick_runs, tmp_path):
-    done = db.build_progress(quick_runs, "quick")
+    done = build_progress(quick_runs, "quick")
     assert done.fraction == 1.0 and done.stage == "done" and all(j.state == "finished" for j in done.jobs)
-    empty = db.build_progress(tmp_path, "quick")
+    empty = build_progress(tmp_path, "quick")
     assert empty.fraction == 0.0 and empty.stage == "generating the embedded dataset"
     # a half-trained teacher: the stage names it and the fraction is strictly between
     runs = tmp_path / "partial"
@@ -409,22 +511,22 @@ def test_build_progress_reads_the_run_folders(quick_runs, tmp_path):
     shutil.copy(quick_runs / "teacher" / "pipeline.json", runs / "teacher")
     lines = (quick_runs / "teacher" / "metrics.jsonl").read_text().splitlines()
     (runs / "teacher" / "metrics.jsonl").write_text("\n".join(lines[:10]) + "\n")
-    partial = db.build_progress(runs, "quick")
+    partial = build_progress(runs, "quick")
     assert partial.stage == f"training teacher: iteration 10 of {partial.jobs[0].iterations}"
     assert 0 < partial.fraction < 1
-    assert db.conflicting_runs(runs, "quick") == []
+    assert conflicting_runs(runs, "quick") == []
     (runs / "teacher" / "pipeline.json").write_text('{"config_key": "another"}')
-    assert db.conflicting_runs(runs, "quick") == ["teacher"]
+    assert conflicting_runs(runs, "quick") == ["teacher"]
 
 
 def test_leaderboard_and_replaced_runs(quick_runs, tmp_path):
-    report = db.read_report(quick_runs, "quick")
-    board = db.leaderboard(report)
+    report = read_report(quick_runs, "quick")
+    board = leaderboard(report)
     assert list(board["model"]) == list(report["models"])
     teacher = board.set_index("model").loc["teacher"]
     assert teacher["AP"] == pytest.approx(report["models"]["teacher"]["summary"]["AP"]["mean"] * 100)
-    assert db.replaced_runs(quick_runs, report) == []
+    assert replaced_runs(quick_runs, report) == []
     runs = tmp_path / "runs"
     shutil.copytree(quick_runs, runs, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "data"))
     (runs / "drkd-s0" / "pipeline.json").write_text('{"config_key": "another"}')
-    assert db.replaced_runs(runs, report) == ["drkd-s0"]
+    assert replaced_runs(runs, report) == ["drkd-s0"]

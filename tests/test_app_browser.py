@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from drkd_viz.dashboard import serve
+from drkd_viz.serving import serve
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("app_latency", REPO / "bench" / "app_latency.py")

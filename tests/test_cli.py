@@ -13,7 +13,7 @@ def test_demo_command_shows_the_report_then_serves_the_dashboard(quick_runs, tmp
     import time
     import urllib.request
 
-    from drkd_viz.dashboard import free_port
+    from drkd_viz.serving import free_port
 
     shutil.copytree(quick_runs, tmp_path / "quick", symlinks=True)
     command = [
@@ -107,8 +107,7 @@ def test_version_and_typed_choices():
 
 def test_one_default_runs_folder(monkeypatch, tmp_path):
     """`pipeline --preset demo`, `app` and the notebooks all default to runs/demo; $DRKD_RUNS overrides."""
-    from drkd_viz.dashboard import runs_root
-    from drkd_viz.engine.runs import RUNS_ENV, default_runs
+    from drkd_viz.runs import RUNS_ENV, default_runs, runs_root
 
     monkeypatch.delenv(RUNS_ENV, raising=False)
     monkeypatch.chdir(tmp_path)

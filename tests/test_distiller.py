@@ -12,7 +12,7 @@ from helpers import tiny
 from safetensors.torch import load_file
 
 from drkd_viz.data.coco import CocoDetection, collate_detection
-from drkd_viz.distill.config import ABLATIONS, REFERENCE, resolve_distill, weight_factor
+from drkd_viz.distill.config import ABLATIONS, REFERENCE, TERM_KEYS, TERMS, resolve_distill, weight_factor
 from drkd_viz.distill.distiller import DistillationObjective, build_distiller
 from drkd_viz.engine.checkpoint import latest_checkpoint
 from drkd_viz.engine.config import load_config
@@ -144,6 +144,30 @@ def test_each_ablation_changes_what_it_claims_and_nothing_else(quick_data, teach
         assert objective.instance.relation_adapters is None
     if name == "pr_only":
         assert objective.instance is None
+
+
+@pytest.mark.parametrize(
+    "distill",
+    [
+        {},
+        {"method": "feature_imitation"},
+        {"method": "pkd"},
+        *({"method": "drkd", **changes} for changes in ABLATIONS.values() if changes),
+    ],
+    ids=["drkd", "feature_imitation", "pkd", *(name for name, changes in ABLATIONS.items() if changes)],
+)
+def test_the_formula_lists_exactly_the_terms_that_produce_loss_keys(quick_data, teacher_run, distill):
+    """One list of terms drives the modules built, the loss keys added and the printed equation: no term is
+    printed that is not computed, and none is computed that is not printed."""
+    torch.manual_seed(0)
+    objective, images, targets = _objective(quick_data, teacher_run, **distill)
+    losses = objective(images, targets)
+    added = [key for key in losses if key in TERM_KEYS]
+    assert added == [term.key for term in objective.terms] and added
+    printed = objective.formula()
+    for term in TERMS:
+        assert (f"·{term.symbol}" in printed) == (term.key in added), (term, printed)
+        assert (getattr(objective, term.module) is not None) == any(t.module == term.module for t in objective.terms)
 
 
 def test_reference_preset_has_the_authors_constants(quick_data, teacher_run):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from drkd_viz.errors import DetectionsError
-from drkd_viz.evaluation import METRIC_KEYS, evaluate_detections, perturbed_detections
+from drkd_viz.evaluation import AREA_NAMES, METRIC_KEYS, evaluate_detections, match_detections, perturbed_detections
 
 BACKENDS = ["pycocotools", "faster"]
 
@@ -120,6 +120,59 @@ def test_backends_agree_exactly_on_embedded_data(quick_data):
     ref = evaluate_detections(gt_file, dets, backend="pycocotools")
     fast = evaluate_detections(gt_file, dets, backend="faster")
     assert ref.stats == fast.stats and ref.per_class == fast.per_class
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_are_the_true_positives_behind_the_recall(mini_coco, seed):
+    """On real COCO photos, per class and area range: the objects match_detections calls found, over the objects
+    it counts, are COCOeval's recall at IoU 0.50 (its precision/recall arrays), and every found object is one
+    true-positive detection."""
+    gt = json.loads((mini_coco / "annotations.json").read_text())
+    dets = perturbed_detections(gt, seed=seed)
+    result = evaluate_detections(gt, dets, backend="pycocotools")
+    names = {c["id"] for c in gt["categories"]}
+    for a, area in enumerate(AREA_NAMES):
+        matches = match_detections(gt, dets, iou=0.5, area=area)
+        for k, cid in enumerate(sorted(names)):
+            objects = [o for o in matches.objects if o["category_id"] == cid]
+            tps = [d for d in matches.detections if d["category_id"] == cid and d["outcome"] == "tp"]
+            if not objects:
+                assert result.recall[0, k, a, -1] == -1 and not tps
+                continue
+            found = [o for o in objects if o["det_index"] >= 0]
+            assert len(found) / len(objects) == pytest.approx(result.recall[0, k, a, -1], abs=1e-12)
+            assert sorted(o["det_index"] for o in found) == sorted(d["det_index"] for d in tps)
+            assert all(o["iou"] >= 0.5 for o in found)
+
+
+def test_match_outcomes_on_hand_made_cases():
+    """A duplicate, a wrong class at high IoU, a background false positive, a poorly localised box of the right
+    class, a missed object and a crowd region, each decided as COCOeval decides it."""
+    gt = _gt({1: [([10, 10, 20, 20], 1), ([60, 60, 20, 20], 1), ([40, 5, 10, 10], 2)]})
+    gt["annotations"].append(
+        {"id": 9, "image_id": 1, "category_id": 1, "bbox": [0, 70, 30, 30], "area": 900, "iscrowd": 1}
+    )
+    dets = [
+        _det(1, [10, 10, 20, 20], 0.9),  # 0: finds object 1
+        _det(1, [11, 11, 20, 20], 0.8),  # 1: duplicate of object 1
+        _det(1, [60, 60, 20, 20], 0.7, cat=2),  # 2: object 2's place, wrong class
+        _det(1, [85, 30, 10, 10], 0.6),  # 3: background
+        _det(1, [66, 66, 20, 20], 0.5),  # 4: object 2, poorly localised (IoU 196/604 = 0.32)
+        _det(1, [2, 72, 20, 20], 0.4),  # 5: inside the crowd region
+    ]
+    matches = match_detections(gt, dets, iou=0.5)
+    outcome = {d["det_index"]: d["outcome"] for d in matches.detections}
+    assert outcome == {0: "tp", 1: "fp", 2: "fp", 3: "fp", 4: "fp", 5: "ignored"}
+    found = {o["ann_id"]: o["det_index"] for o in matches.objects}
+    assert found == {1: 0, 2: -1, 3: -1}  # the crowd region (9) is no object; object 3 (class b) is missed
+    assert match_detections(gt, dets, iou=0.3).detections[4]["outcome"] == "tp"  # at IoU 0.3 the loose box counts
+    assert [o["ann_id"] for o in match_detections(gt, dets, area="small").objects] == [1, 2, 3]  # all < 32²
+    medium = match_detections(gt, dets, area="medium")  # no object that size: every detection is left out
+    assert not medium.objects and {d["outcome"] for d in medium.detections} == {"ignored"}
+    empty = match_detections(gt, [], iou=0.5)
+    assert [o["det_index"] for o in empty.objects] == [-1, -1, -1] and not empty.detections
+    with pytest.raises(DetectionsError, match="iou must be in"):
+        match_detections(gt, dets, iou=0)
 
 
 def test_per_class_ap_is_the_mean_over_its_precision():

@@ -162,3 +162,24 @@ def test_readme_quick_start_has_exactly_two_commands_and_ci_runs_the_test_one():
 @pytest.mark.parametrize("module", ["drkd_viz", "drkd_viz.data.coco", "drkd_viz.evaluation", "drkd_viz.models.factory"])
 def test_public_modules_import(module):
     __import__(module)
+
+
+# Names of things inside a run folder or a runs folder, as quoted literals; only drkd_viz/runs/ may spell them
+RUN_PATH_LITERAL = re.compile(
+    r"""(?<![\[{])["'](config\.yaml|metrics\.jsonl|metrics\.json|pipeline\.json|detections\.json|student\.json|"""
+    r"""student\.safetensors|build_student\.py|checkpoints|export|eval|reports|variants|\.stale|tensorboard)["']"""
+)
+
+
+def test_only_the_runs_package_spells_run_folder_paths():
+    """The on-disk contract lives in drkd_viz/runs/: elsewhere, code asks a RunFolder or a RunsRoot where things
+    are (a JSON key in brackets, a CLI verb's name and text inside a longer string do not count)."""
+    offenders = []
+    for folder in ("drkd_viz", "app", "bench", "scripts"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            if path.is_relative_to(REPO / "drkd_viz" / "runs"):
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if RUN_PATH_LITERAL.search(line) and "command(" not in line and "load_file(" not in line:
+                    offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

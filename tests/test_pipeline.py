@@ -171,7 +171,7 @@ def test_changed_config_moves_the_old_run_aside(quick_pipeline, monkeypatch):
     new_jobs = plan(changed, runs)
     new_baseline = next(j for j in new_jobs if j.method == "baseline")
     assert new_baseline.key != baseline.key
-    assert module._state(new_baseline) == "stale"
+    assert module.job_state(new_baseline) == "stale"
 
 
 def test_a_retrained_teacher_makes_the_students_it_taught_stale(tmp_path):

@@ -14,13 +14,14 @@ from typing import Any
 
 import streamlit as st
 
-from drkd_viz import dashboard as db
+from drkd_viz.runs import runs_root
+from drkd_viz.runs.reports import ReportInfo, default_report, list_reports, read_report, replaced_runs
 
 
 @dataclass
 class Context:
     root: Path
-    reports: list[db.ReportInfo]
+    reports: list[ReportInfo]
     preset: str | None = None
     report: dict[str, Any] | None = None
     stamp: float = 0.0  # modification time of the chosen report (cache key)
@@ -32,15 +33,15 @@ class Context:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _report(root: str, preset: str, mtime: float) -> dict[str, Any]:
-    return db.read_report(Path(root), preset)
+def cached_report(root: str, preset: str, mtime: float) -> dict[str, Any]:
+    return read_report(Path(root), preset)
 
 
 def current() -> Context:
     """The context for this script run: the reports of the runs folder, the one picked in the sidebar
     (widget key ``report``; default ``demo`` or the newest) and the seed (key ``seed``)."""
-    root = db.runs_root(argv=sys.argv[1:])
-    reports = db.list_reports(root)
+    root = runs_root(argv=sys.argv[1:])
+    reports = list_reports(root)
     ctx = Context(root, reports)
     if not reports:
         return ctx
@@ -49,10 +50,10 @@ def current() -> Context:
         st.session_state["report"] = st.session_state.pop("report_wanted")
     preset = st.session_state.get("report")
     if preset not in names:
-        preset = db.default_report(reports)
+        preset = default_report(reports)
     info = reports[names.index(preset)]
     ctx.preset, ctx.stamp = preset, info.mtime
-    ctx.report = _report(str(root), preset, info.mtime)
+    ctx.report = cached_report(str(root), preset, info.mtime)
     seeds = ctx.report["seeds"]
     seed = st.session_state.get("seed")
     ctx.seed = seed if seed in seeds else seeds[0]
@@ -78,7 +79,7 @@ def sidebar(ctx: Context) -> None:
         seeds = ctx.report["seeds"]
         if len(seeds) > 1:
             st.selectbox("Seed (models shown)", seeds, index=seeds.index(ctx.seed), key="seed")
-        replaced = db.replaced_runs(ctx.root, ctx.report)
+        replaced = replaced_runs(ctx.root, ctx.report)
         if replaced:
             st.warning(
                 f"The runs {', '.join(replaced)} were rebuilt with another configuration after this report was "
@@ -89,23 +90,29 @@ def sidebar(ctx: Context) -> None:
 
 # ---------------------------------------------------------------- cached heavy loaders
 @st.cache_resource(show_spinner="Loading the detectors …", max_entries=4)
-def model_set(root: str, seed: int, stamp: float):
-    """Teacher, baseline and DRKD detectors (and feature imitation) with their relation units."""
+def model_set(root: str, preset: str, seed: int, stamp: float):
+    """Teacher, baseline and DRKD detectors (and the imitation students) with their relation units: the runs
+    the chosen report names for the chosen seed."""
     from drkd_viz.analysis.models import load_model_set
 
-    return load_model_set(root, seed=seed)
+    return load_model_set(root, seed=seed, report=cached_report(root, preset, stamp))
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def test_split(root: str, stamp: float):
+def test_split(root: str, preset: str, stamp: float):
+    """The split the chosen report compares its models on (the pipeline's test split)."""
     from drkd_viz.analysis.models import test_split as open_test_split
 
-    return open_test_split(root)
+    return open_test_split(root, report=cached_report(root, preset, stamp))
 
 
 def models_of(ctx: Context):
-    return model_set(ctx.root_key, ctx.seed, ctx.stamp)
+    """The detectors of the chosen report and seed; the page says which run folders they come from."""
+    models = model_set(ctx.root_key, ctx.preset, ctx.seed, ctx.stamp)
+    shown = ", ".join(f"{role} `{models.run_dirs[role].relative_to(ctx.root).as_posix()}`" for role in models.roles)
+    st.caption(f"Models of report `{ctx.preset}`, seed {ctx.seed}: {shown}.")
+    return models
 
 
 def dataset_of(ctx: Context):
-    return test_split(ctx.root_key, ctx.stamp)
+    return test_split(ctx.root_key, ctx.preset, ctx.stamp)

@@ -10,22 +10,17 @@ from typing import Any
 import streamlit as st
 import torch
 
-from drkd_viz import dashboard as db
+from drkd_viz.data.images import UPLOAD_MAX_MB, UPLOAD_MAX_PIXELS, UPLOAD_TYPES, decode_upload
 from drkd_viz.errors import UserError
 
 from .context import Context, dataset_of, test_split
 
 
 def png_of(fig) -> bytes:
-    """A figure as PNG bytes (pages cache the bytes, not the figure; closed in case pyplot made it)."""
-    import matplotlib.pyplot as plt
-
+    """A figure as PNG bytes (pages cache the bytes, not the figure)."""
     from drkd_viz.viz.common import figure_png
 
-    try:
-        return figure_png(fig)
-    finally:
-        plt.close(fig)
+    return figure_png(fig)
 
 
 def show_png(png: bytes, file_name: str, key: str, caption: str | None = None, width: Any = "content") -> None:
@@ -59,15 +54,15 @@ class Picked:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _decode_upload(data: bytes, name: str) -> torch.Tensor:
-    return db.decode_upload(data, name)
+    return decode_upload(data, name)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def test_choices(root: str, stamp: float) -> list[str]:
+def test_choices(root: str, preset: str, stamp: float) -> list[str]:
     """One label per test image: file name, objects, small objects."""
     from drkd_viz.data.synthetic import size_bucket
 
-    dataset = test_split(root, stamp)
+    dataset = test_split(root, preset, stamp)
     labels = []
     for i in range(len(dataset)):
         info = dataset.image_info(i)
@@ -86,10 +81,10 @@ def image_picker(ctx: Context, key: str, allow_upload: bool = True) -> Picked | 
         source = st.radio("Image from", ["test split", "upload"], horizontal=True, key=f"{key}_source")
     if source == "upload":
         uploaded = st.file_uploader(
-            f"An image (PNG, JPEG, BMP or WebP; at most {db.UPLOAD_MAX_MB} MB and "
-            f"{db.UPLOAD_MAX_PIXELS / 1e6:.0f} megapixels)",
-            type=list(db.UPLOAD_TYPES),
-            max_upload_size=db.UPLOAD_MAX_MB,
+            f"An image (PNG, JPEG, BMP or WebP; at most {UPLOAD_MAX_MB} MB and "
+            f"{UPLOAD_MAX_PIXELS / 1e6:.0f} megapixels)",
+            type=list(UPLOAD_TYPES),
+            max_upload_size=UPLOAD_MAX_MB,
             key=f"{key}_upload",
         )
         if uploaded is None:
@@ -104,7 +99,7 @@ def image_picker(ctx: Context, key: str, allow_upload: bool = True) -> Picked | 
         empty = torch.zeros((0, 4))
         digest = hashlib.sha256(data).hexdigest()[:16]
         return Picked(f"upload:{digest}", uploaded.name, image, empty, torch.zeros(0, dtype=torch.int64), False)
-    choices = test_choices(ctx.root_key, ctx.stamp)
+    choices = test_choices(ctx.root_key, ctx.preset, ctx.stamp)
     index = st.selectbox("Test image", range(len(choices)), format_func=lambda i: choices[i], key=f"{key}_index")
     dataset = dataset_of(ctx)
     image, boxes, labels = image_and_boxes(dataset, index)

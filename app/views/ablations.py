@@ -6,8 +6,8 @@ from __future__ import annotations
 import streamlit as st
 from _shared import context, figures, widgets
 
-from drkd_viz import dashboard as db
-from drkd_viz.distill.config import ABLATIONS
+from drkd_viz.distill.config import ABLATIONS, ablation_settings
+from drkd_viz.runs.reports import leaderboard
 from drkd_viz.viz import ablations as vabl
 
 ctx = context.current()
@@ -16,7 +16,7 @@ st.title("Ablations")
 names = [r.preset for r in ctx.reports]
 preset = "study" if "study" in names else ctx.preset
 info = ctx.reports[names.index(preset)]
-report = context._report(ctx.root_key, preset, info.mtime)
+report = context.cached_report(ctx.root_key, preset, info.mtime)
 ablations = [m for m in report["models"] if m in ABLATIONS and m != "drkd"]
 if preset != "study":
     st.info(
@@ -33,8 +33,8 @@ st.caption(
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def table(root: str, preset: str, stamp: float):
-    frame = db.leaderboard(context._report(root, preset, stamp), gain_keys=("AP", "APs", "APm", "APl"))
-    frame.insert(1, "setting", [db.ablation_settings(m) for m in frame["model"]])
+    frame = leaderboard(context.cached_report(root, preset, stamp), gain_keys=("AP", "APs", "APm", "APl"))
+    frame.insert(1, "setting", [ablation_settings(m) for m in frame["model"]])
     frame.insert(2, "kind", ["ablation" if m in ABLATIONS and m != "drkd" else "method" for m in frame["model"]])
     return frame
 

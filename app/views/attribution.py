@@ -33,8 +33,8 @@ if picked is None:
 
 
 @st.cache_data(show_spinner="Detecting …", max_entries=64)
-def detections(root: str, seed: int, stamp: float, image_key: str, role: str, _picked) -> pd.DataFrame:
-    model = context.model_set(root, seed, stamp).models[role]
+def detections(root: str, preset: str, seed: int, stamp: float, image_key: str, role: str, _picked) -> pd.DataFrame:
+    model = context.model_set(root, preset, seed, stamp).models[role]
     with torch.no_grad():
         out = model([_picked.image])[0]
     boxes = out["boxes"].tolist()
@@ -54,7 +54,7 @@ with left:
             format_func=ROLE_TITLES.get,
             key="attr_detector",
         )
-        found = detections(ctx.root_key, ctx.seed, ctx.stamp, picked.key, role_for_boxes, picked)
+        found = detections(ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, picked.key, role_for_boxes, picked)
         found = found.sort_values("score", ascending=False).head(MAX_DETECTIONS).reset_index(drop=True)
         candidates = [(row.box, int(row.label), f"{row.score:.2f}") for row in found.itertuples()]
     else:
@@ -98,8 +98,8 @@ box, label, _ = candidates[chosen]
 
 
 @st.cache_data(show_spinner="Attributing (gradients through every model) …", max_entries=64)
-def maps(root, seed, stamp, image_key, box, label, roles, methods, level, steps, _picked):
-    model_set = context.model_set(root, seed, stamp)
+def maps(root, preset, seed, stamp, image_key, box, label, roles, methods, level, steps, _picked):
+    model_set = context.model_set(root, preset, seed, stamp)
     chosen = {r: model_set.models[r] for r in roles}
     box_t = torch.tensor(box)
     result = attribution.attribute_models(chosen, _picked.image, box_t, label, methods, level, steps)
@@ -108,7 +108,19 @@ def maps(root, seed, stamp, image_key, box, label, roles, methods, level, steps,
     return result, scores, black
 
 
-key = (ctx.root_key, ctx.seed, ctx.stamp, picked.key, tuple(box), label, tuple(roles), tuple(methods), level, steps)
+key = (
+    ctx.root_key,
+    ctx.preset,
+    ctx.seed,
+    ctx.stamp,
+    picked.key,
+    tuple(box),
+    label,
+    tuple(roles),
+    tuple(methods),
+    level,
+    steps,
+)
 try:
     computed, scores, black = maps(*key, picked)
 except UserError as exc:
@@ -117,8 +129,10 @@ except UserError as exc:
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def maps_png(root, seed, stamp, image_key, box, label, roles, methods, level, steps, zoom, opacity, _picked) -> bytes:
-    result, scores, _ = maps(root, seed, stamp, image_key, box, label, roles, methods, level, steps, _picked)
+def maps_png(
+    root, preset, seed, stamp, image_key, box, label, roles, methods, level, steps, zoom, opacity, _picked
+) -> bytes:
+    result, scores, _ = maps(root, preset, seed, stamp, image_key, box, label, roles, methods, level, steps, _picked)
     figure = vattr.plot_attributions(
         _picked.image, result, torch.tensor(box), scores, class_names[label], level, opacity=opacity, context=zoom
     )

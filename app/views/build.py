@@ -8,15 +8,23 @@ import time
 import streamlit as st
 from _shared import context
 
-from drkd_viz import dashboard as db
+from drkd_viz.experiments.builds import (
+    BUILD_PRESETS,
+    Build,
+    build_progress,
+    conflicting_runs,
+    current_build,
+    start_build,
+)
 from drkd_viz.experiments.pipeline import PRESETS
+from drkd_viz.runs import RunsRoot
 
 ctx = context.current()
 st.title("Build runs")
 
 if ctx.report is None:
     st.warning(
-        f"There are no runs to show yet: no report in `{ctx.root / 'reports'}`. Build one below (or from a "
+        f"There are no runs to show yet: no report in `{RunsRoot(ctx.root).reports}`. Build one below (or from a "
         f"terminal: `drkd-viz pipeline --preset demo --out {ctx.root}`)."
     )
 else:
@@ -26,8 +34,8 @@ else:
     )
 
 
-def draw_progress(build: db.Build) -> None:
-    progress = db.build_progress(ctx.root, build.preset, since=build.started)
+def draw_progress(build: Build) -> None:
+    progress = build_progress(ctx.root, build.preset, since=build.started)
     code = build.returncode()
     st.progress(progress.fraction, text=f"`{build.preset}`: {progress.stage}")
     seconds = (build.ended or time.time()) - build.started
@@ -51,29 +59,29 @@ def draw_progress(build: db.Build) -> None:
 
 
 @st.fragment(run_every=1.0)
-def live_progress(build: db.Build) -> None:
+def live_progress(build: Build) -> None:
     """Redrawn every second while the build runs (only this part of the page reruns)."""
     draw_progress(build)
 
 
-build = db.current_build(ctx.root)
+build = current_build(ctx.root)
 running = build is not None and build.returncode() is None
-columns = st.columns(len(db.BUILD_PRESETS))
-for column, preset in zip(columns, db.BUILD_PRESETS, strict=True):
+columns = st.columns(len(BUILD_PRESETS))
+for column, preset in zip(columns, BUILD_PRESETS, strict=True):
     with column:
         st.subheader(f"`{preset}`")
         p = PRESETS[preset]
         st.write(f"{p.notes}. Methods: {', '.join(p.methods)}; seeds {list(p.seeds)}.")
-        conflicts = db.conflicting_runs(ctx.root, preset)
+        conflicts = conflicting_runs(ctx.root, preset)
         confirmed = True
         if conflicts:
             st.warning(
                 f"The run folders {', '.join(conflicts)} hold runs of another configuration; building "
-                f"`{preset}` here moves them to `{ctx.root / '.stale'}` (nothing is deleted) and trains anew."
+                f"`{preset}` here moves them to a `.stale/` folder beside them (nothing is deleted) and trains anew."
             )
             confirmed = st.checkbox("Move them and build", key=f"confirm_{preset}")
         if st.button(f"Build {preset}", key=f"build_{preset}", disabled=running or not confirmed, type="primary"):
-            db.start_build(ctx.root, preset)
+            start_build(ctx.root, preset)
             st.session_state["watching_build"] = True
             st.rerun()
 

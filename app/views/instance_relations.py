@@ -35,14 +35,14 @@ if not roles:
 
 
 @st.cache_data(show_spinner="Running the detectors …", max_entries=64)
-def relations(root: str, seed: int, stamp: float, index: int, level: str, roles: tuple[str, ...], _picked):
-    areas = instance_areas(context.test_split(root, stamp), index)
+def relations(root: str, preset: str, seed: int, stamp: float, index: int, level: str, roles: tuple[str, ...], _picked):
+    areas = instance_areas(context.test_split(root, preset, stamp), index)
     return instances.relation_matrices(
-        context.model_set(root, seed, stamp), _picked.image, _picked.boxes, level, areas, roles
+        context.model_set(root, preset, seed, stamp), _picked.image, _picked.boxes, level, areas, roles
     )
 
 
-key = (ctx.root_key, ctx.seed, ctx.stamp, picked.index, level, tuple(roles))
+key = (ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, picked.index, level, tuple(roles))
 computed = relations(*key, picked)
 first = computed[roles[0]]
 labels = {None: "none"} | {
@@ -55,8 +55,8 @@ with left:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def matrices_png(root, seed, stamp, index, level, roles, highlight: int | None, _picked) -> bytes:
-    rel = relations(root, seed, stamp, index, level, roles, _picked)
+def matrices_png(root, preset, seed, stamp, index, level, roles, highlight: int | None, _picked) -> bytes:
+    rel = relations(root, preset, seed, stamp, index, level, roles, _picked)
     return widgets.png_of(vinst.plot_relation_matrices(_picked.image, rel, highlight=highlight))
 
 
@@ -81,22 +81,26 @@ with s1:
 
 
 @st.cache_data(show_spinner="Running the detectors over the test split …", max_entries=16)
-def summary(root: str, seed: int, stamp: float, level: str, roles: tuple[str, ...], count: int):
-    models = context.model_set(root, seed, stamp)
-    return instances.relation_summary(models, context.test_split(root, stamp), level, max_images=count, roles=roles)
+def summary(root: str, preset: str, seed: int, stamp: float, level: str, roles: tuple[str, ...], count: int):
+    models = context.model_set(root, preset, seed, stamp)
+    return instances.relation_summary(
+        models, context.test_split(root, preset, stamp), level, max_images=count, roles=roles
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def summary_png(root: str, seed: int, stamp: float, level: str, roles: tuple[str, ...], count: int) -> bytes:
-    return widgets.png_of(vinst.plot_relation_summary(summary(root, seed, stamp, level, roles, count)))
+def summary_png(
+    root: str, preset: str, seed: int, stamp: float, level: str, roles: tuple[str, ...], count: int
+) -> bytes:
+    return widgets.png_of(vinst.plot_relation_summary(summary(root, preset, seed, stamp, level, roles, count)))
 
 
 if show:
     everyone = tuple(dict.fromkeys(["teacher", *roles]))
-    frame = summary(ctx.root_key, ctx.seed, ctx.stamp, level, everyone, count)
+    frame = summary(ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, level, everyone, count)
     with s2:
         widgets.show_png(
-            summary_png(ctx.root_key, ctx.seed, ctx.stamp, level, everyone, count),
+            summary_png(ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, level, everyone, count),
             "relation_summary.png",
             "instance_summary",
         )

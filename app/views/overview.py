@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 from _shared import context, figures, widgets
 
-from drkd_viz import dashboard as db
+from drkd_viz.runs.reports import leaderboard, provenance
 
 ctx = context.current()
 report = ctx.report
@@ -16,7 +16,7 @@ st.caption(
     "95 % Student-t intervals of the mean where there is more than one seed."
 )
 
-facts = db.provenance(report)
+facts = provenance(report)
 columns = st.columns(4)
 for i, (label, value) in enumerate(facts.items()):
     columns[i % 4].markdown(f"**{label}**  \n{value}")
@@ -24,7 +24,7 @@ for i, (label, value) in enumerate(facts.items()):
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def table(root: str, preset: str, stamp: float):
-    return db.leaderboard(context._report(root, preset, stamp))
+    return leaderboard(context.cached_report(root, preset, stamp))
 
 
 board = table(ctx.root_key, ctx.preset, ctx.stamp)

@@ -36,17 +36,17 @@ if not roles:
 
 
 @st.cache_data(show_spinner="Running the detectors …", max_entries=64)
-def maps(root: str, seed: int, stamp: float, image_key: str, level: str, roles: tuple[str, ...], _picked):
-    return pixel.pixel_maps(context.model_set(root, seed, stamp), _picked.image, _picked.boxes, level, roles)
+def maps(root: str, preset: str, seed: int, stamp: float, image_key: str, level: str, roles: tuple[str, ...], _picked):
+    return pixel.pixel_maps(context.model_set(root, preset, seed, stamp), _picked.image, _picked.boxes, level, roles)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def maps_png(root, seed, stamp, image_key, level, roles, opacity: float, _picked) -> bytes:
-    computed = maps(root, seed, stamp, image_key, level, roles, _picked)
+def maps_png(root, preset, seed, stamp, image_key, level, roles, opacity: float, _picked) -> bytes:
+    computed = maps(root, preset, seed, stamp, image_key, level, roles, _picked)
     return widgets.png_of(vpixel.plot_pixel_maps(_picked.image, computed, _picked.boxes, opacity=opacity))
 
 
-key = (ctx.root_key, ctx.seed, ctx.stamp, picked.key, level, tuple(roles))
+key = (ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, picked.key, level, tuple(roles))
 with right:
     widgets.show_png(maps_png(*key, opacity, picked), f"pixel_{level}.png", "pixel_maps")
     computed = maps(*key, picked)
@@ -74,14 +74,14 @@ st.caption(
 
 
 @st.cache_data(show_spinner="Projecting onto the graph …", max_entries=64)
-def view_of(root: str, seed: int, stamp: float, image_key: str, role: str, level: str, _picked):
-    return graph.graph_view(context.model_set(root, seed, stamp), _picked.image, role, level)
+def view_of(root: str, preset: str, seed: int, stamp: float, image_key: str, role: str, level: str, _picked):
+    return graph.graph_view(context.model_set(root, preset, seed, stamp), _picked.image, role, level)
 
 
 g1, g2 = st.columns([1, 2])
 with g1:
     role = st.selectbox("Model", models.roles, format_func=lambda r: ROLE_TITLES.get(r, r), key="pixel_graph_role")
-    view = view_of(ctx.root_key, ctx.seed, ctx.stamp, picked.key, role, level, picked)
+    view = view_of(ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, picked.key, role, level, picked)
     busiest = int(view.node_shares().argmax())  # start on the node most pixels vote into
     node = st.slider("Node", 0, view.nodes - 1, busiest, key="pixel_node")
     shares = pd.DataFrame({"node": range(view.nodes), "share of pixels (arg-max)": view.node_shares()})
@@ -89,13 +89,13 @@ with g1:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def graph_png(root, seed, stamp, image_key, role, level, node: int, _picked) -> bytes:
-    v = view_of(root, seed, stamp, image_key, role, level, _picked)
+def graph_png(root, preset, seed, stamp, image_key, role, level, node: int, _picked) -> bytes:
+    v = view_of(root, preset, seed, stamp, image_key, role, level, _picked)
     return widgets.png_of(vpixel.plot_graph_view(_picked.image, v, node))
 
 
 with g2:
-    png = graph_png(ctx.root_key, ctx.seed, ctx.stamp, picked.key, role, level, node, picked)
+    png = graph_png(ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, picked.key, role, level, node, picked)
     widgets.show_png(png, f"graph_{role}_{level}_node{node}.png", "pixel_graph")
 
 st.subheader("Over the test split")
@@ -106,19 +106,22 @@ with s1:
 
 
 @st.cache_data(show_spinner="Running the detectors over the test split …", max_entries=16)
-def summary(root: str, seed: int, stamp: float, level: str, roles: tuple[str, ...], count: int):
-    models = context.model_set(root, seed, stamp)
-    return pixel.contrast_summary(models, context.test_split(root, stamp), level, max_images=count, roles=roles)
+def summary(root: str, preset: str, seed: int, stamp: float, level: str, roles: tuple[str, ...], count: int):
+    models = context.model_set(root, preset, seed, stamp)
+    dataset = context.test_split(root, preset, stamp)
+    return pixel.contrast_summary(models, dataset, level, max_images=count, roles=roles)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def summary_png(root: str, seed: int, stamp: float, level: str, roles: tuple[str, ...], count: int) -> bytes:
-    return widgets.png_of(vpixel.plot_contrast_summary(summary(root, seed, stamp, level, roles, count)))
+def summary_png(
+    root: str, preset: str, seed: int, stamp: float, level: str, roles: tuple[str, ...], count: int
+) -> bytes:
+    return widgets.png_of(vpixel.plot_contrast_summary(summary(root, preset, seed, stamp, level, roles, count)))
 
 
 if show:
-    frame = summary(ctx.root_key, ctx.seed, ctx.stamp, level, tuple(roles), count)
+    frame = summary(ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, level, tuple(roles), count)
     with s2:
-        png = summary_png(ctx.root_key, ctx.seed, ctx.stamp, level, tuple(roles), count)
+        png = summary_png(ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, level, tuple(roles), count)
         widgets.show_png(png, f"contrast_{level}.png", "pixel_summary")
     widgets.show_table(frame.round(4), f"contrast_summary_{level}.csv", "pixel_summary")

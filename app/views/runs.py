@@ -8,7 +8,8 @@ import pandas as pd
 import streamlit as st
 from _shared import context, figures, widgets
 
-from drkd_viz import dashboard as db
+from drkd_viz.analysis.training import DISTILL_TERMS, detection_loss, read_metrics, run_summary
+from drkd_viz.runs import RunFolder, inside, run_folders
 from drkd_viz.viz.diagnostics import HOW_TO_READ, diagnostic_groups, plot_diagnostics
 
 ctx = context.current()
@@ -24,29 +25,32 @@ NOT_PLOTTED = {"iter", "time", "data_time"}
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def metrics(root: str, name: str, mtime: float, size: int):
-    frame = db.read_metrics(db.inside(Path(root), name))
-    frame["detection loss"] = db.detection_loss(frame)
+    frame = read_metrics(inside(Path(root), name))
+    frame["detection loss"] = detection_loss(frame)
     return frame
 
 
-folders = db.run_folders(ctx.root)
+def metrics_file(name: str) -> Path:
+    return inside(ctx.root, RunFolder(Path(name)).metrics)
+
+
+folders = run_folders(ctx.root)
 if not folders:
     st.info(f"No run folder with a metrics.jsonl in {ctx.root}.")
     st.stop()
 
 names = [f.relative_to(ctx.root.resolve()).as_posix() for f in folders]  # study/teacher vs teacher
-summary = [db.run_summary(f, name) for f, name in zip(folders, names, strict=True)]
+summary = [run_summary(f, name) for f, name in zip(folders, names, strict=True)]
 in_report = [rel for entry in ctx.report["models"].values() for rel in entry["runs"]]
 default = [n for n in names if n in in_report and not n.rsplit("/", 1)[-1].startswith("teacher")] or names
 chosen = st.multiselect("Runs", names, default=default, key="runs_chosen")
 frames = {}
 for name in chosen:
-    path = db.inside(ctx.root, name, "metrics.jsonl")
-    stat = path.stat()
+    stat = metrics_file(name).stat()
     frames[name] = metrics(ctx.root_key, name, stat.st_mtime, stat.st_size)
 
 numeric = sorted({c for f in frames.values() for c in f.columns if c not in NOT_PLOTTED and f[c].dtype.kind == "f"})
-preferred = ["loss", "detection loss", *db.DISTILL_TERMS]
+preferred = ["loss", "detection loss", *DISTILL_TERMS]
 left, right = st.columns([1, 3])
 with left:
     terms = st.multiselect(
@@ -80,7 +84,7 @@ def curves(root: str, keys: tuple, terms: tuple[str, ...], smooth: int, log_scal
 
 with right:
     if chosen and terms:
-        keys = tuple((n, (s := db.inside(ctx.root, n, "metrics.jsonl").stat()).st_mtime, s.st_size) for n in chosen)
+        keys = tuple((n, (s := metrics_file(n).stat()).st_mtime, s.st_size) for n in chosen)
         widgets.show_png(
             curves(ctx.root_key, keys, tuple(terms), smooth, log_scale, ratio), "training_curves.png", "runs_curves"
         )
@@ -102,7 +106,7 @@ else:
         frame = metrics(root, name, mtime, size)
         return widgets.png_of(plot_diagnostics(frame, title=f"{name}: diagnostics"))
 
-    stat = db.inside(ctx.root, run_name, "metrics.jsonl").stat()
+    stat = metrics_file(run_name).stat()
     widgets.show_png(
         diagnostics_png(ctx.root_key, run_name, stat.st_mtime, stat.st_size),
         "diagnostics.png",

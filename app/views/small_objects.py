@@ -22,7 +22,7 @@ st.caption(
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def ap_table(root: str, preset: str, stamp: float):
-    return so.ap_by_size(context._report(root, preset, stamp))
+    return so.ap_by_size(context.cached_report(root, preset, stamp))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -55,17 +55,19 @@ roles = right.multiselect(
 
 
 @st.cache_data(show_spinner="Evaluating the stored detections …", max_entries=32)
-def curves(root: str, stamp: float, roles: tuple[str, ...], seed: int, iou: float | None):
-    return so.pr_curves(root, roles, seed=seed, iou=iou)
+def curves(root: str, preset: str, stamp: float, roles: tuple[str, ...], seed: int, iou: float | None):
+    return so.pr_curves(root, roles, seed=seed, iou=iou, report=context.cached_report(root, preset, stamp))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def curves_figure(root: str, stamp: float, roles: tuple[str, ...], seed: int, iou: float | None, area: str) -> bytes:
-    return widgets.png_of(vso.plot_pr_curves(curves(root, stamp, roles, seed, iou), area))
+def curves_figure(
+    root: str, preset: str, stamp: float, roles: tuple[str, ...], seed: int, iou: float | None, area: str
+) -> bytes:
+    return widgets.png_of(vso.plot_pr_curves(curves(root, preset, stamp, roles, seed, iou), area))
 
 
 if roles:
-    png = curves_figure(ctx.root_key, ctx.stamp, tuple(roles), ctx.seed, IOUS[iou_name], area)
+    png = curves_figure(ctx.root_key, ctx.preset, ctx.stamp, tuple(roles), ctx.seed, IOUS[iou_name], area)
     widgets.show_png(png, f"pr_{area}.png", "small_pr")
 
 st.subheader("Per-class gains over the baseline")
@@ -74,7 +76,7 @@ method = st.selectbox("Method", students, index=students.index("drkd") if "drkd"
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def gains(root: str, preset: str, stamp: float, method: str):
-    return so.per_class_gains(context._report(root, preset, stamp), method)
+    return so.per_class_gains(context.cached_report(root, preset, stamp), method)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -93,32 +95,42 @@ st.caption(
 )
 a, b, c, d = st.columns(4)
 size = a.selectbox("Size", ["small", "medium", "large", "all"], key="small_gallery_size")
-other = b.selectbox("Compared with the baseline", students, index=students.index(method), key="small_gallery_method")
+# the gallery compares runs of the chosen seed: an ablation trained on fewer seeds is offered on those only
+seeded = [m for m in students if ctx.seed in report["models"][m]["seeds"]]
+other = b.selectbox(
+    "Compared with the baseline",
+    seeded,
+    index=seeded.index(method) if method in seeded else 0,
+    key="small_gallery_method",
+)
 threshold = c.slider("Score threshold", 0.05, 0.95, 0.5, 0.05, key="small_threshold")
 limit = d.slider("Objects per row", 2, 12, 6, 1, key="small_limit")
 
 
 @st.cache_data(show_spinner="Matching detections to objects …", max_entries=32)
-def found_missed(root: str, stamp: float, seed: int, size: str, method: str, threshold: float):
-    rows = so.found_vs_missed(root, seed=seed, size=size, method=method, score_threshold=threshold)
+def found_missed(root: str, preset: str, stamp: float, seed: int, size: str, method: str, threshold: float):
+    report = context.cached_report(root, preset, stamp)
+    rows = so.found_vs_missed(root, seed=seed, size=size, method=method, score_threshold=threshold, report=report)
     rows.attrs["size"] = size
     return rows
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def gallery(root: str, stamp: float, seed: int, size: str, method: str, threshold: float, limit: int) -> bytes:
-    rows = found_missed(root, stamp, seed, size, method, threshold)
-    return widgets.png_of(vso.plot_found_missed(context.test_split(root, stamp), rows, limit))
+def gallery(
+    root: str, preset: str, stamp: float, seed: int, size: str, method: str, threshold: float, limit: int
+) -> bytes:
+    rows = found_missed(root, preset, stamp, seed, size, method, threshold)
+    return widgets.png_of(vso.plot_found_missed(context.test_split(root, preset, stamp), rows, limit))
 
 
-rows = found_missed(ctx.root_key, ctx.stamp, ctx.seed, size, other, threshold)
+rows = found_missed(ctx.root_key, ctx.preset, ctx.stamp, ctx.seed, size, other, threshold)
 counts = rows["case"].value_counts()
 gained_case, lost_case = f"{other} found, baseline missed", f"baseline found, {other} missed"
 st.write(
     f"**{counts.get(gained_case, 0)}** {size} test objects found by `{other}` and missed by the baseline; "
     f"**{counts.get(lost_case, 0)}** found by the baseline and missed by `{other}`."
 )
-png = gallery(ctx.root_key, ctx.stamp, ctx.seed, size, other, threshold, limit)
+png = gallery(ctx.root_key, ctx.preset, ctx.stamp, ctx.seed, size, other, threshold, limit)
 widgets.show_png(png, f"found_missed_{size}_{other}.png", "small_gallery")
 widgets.show_table(rows.astype({"bbox": str}), f"found_missed_{size}_{other}.csv", "small_gallery")
 
@@ -132,15 +144,25 @@ compared = [r for r in ("teacher", "baseline", other) if r in models]
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def image_png(root: str, stamp: float, seed: int, image_id: int, roles: tuple[str, ...], size: str, threshold: float):
+def image_png(
+    root: str,
+    preset: str,
+    stamp: float,
+    seed: int,
+    image_id: int,
+    roles: tuple[str, ...],
+    size: str,
+    threshold: float,
+):
     from drkd_viz.analysis.models import image_and_boxes
 
-    dataset = context.test_split(root, stamp)
+    dataset = context.test_split(root, preset, stamp)
     image, _, _ = image_and_boxes(dataset, dataset.ids.index(image_id))
-    matches = {r: so.match_objects(root, r, seed, score_threshold=threshold) for r in roles}
-    dets = {r: so.image_detections(root, r, image_id, seed, score_threshold=threshold) for r in roles}
+    report = context.cached_report(root, preset, stamp)
+    matches = {r: so.match_objects(root, r, seed, score_threshold=threshold, report=report) for r in roles}
+    dets = {r: so.image_detections(root, r, image_id, seed, score_threshold=threshold, report=report) for r in roles}
     return widgets.png_of(vso.plot_image_matches(image, image_id, matches, dets, size=size))
 
 
-png = image_png(ctx.root_key, ctx.stamp, ctx.seed, int(image_id), tuple(compared), size, threshold)
+png = image_png(ctx.root_key, ctx.preset, ctx.stamp, ctx.seed, int(image_id), tuple(compared), size, threshold)
 widgets.show_png(png, f"image_{image_id}_matches.png", "small_image")

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from drkd_viz.distill.inspection import Inspection, RelationUnits, inspect_image
 from drkd_viz.distill.instance_relation import level_stride
 from drkd_viz.errors import UserError
 from drkd_viz.models.capture import fpn_features, transform_inputs
+from drkd_viz.runs import RunFolder, RunsRoot, report_runs_of_seed, report_split_files, run_name
 
 MODEL_ROLES: tuple[str, ...] = ("teacher", "baseline", "drkd")  # display order
 OPTIONAL_ROLES: tuple[str, ...] = ("feature_imitation", "pkd")  # loaded when the runs folder has it
@@ -49,22 +51,42 @@ def _build_hint(runs: Path) -> str:
     return f"build it with `drkd-viz pipeline --preset demo --out {runs}` (or --preset quick for a fast check)"
 
 
-def run_dir(runs: str | os.PathLike, role: str, seed: int = 0) -> Path:
-    """``RUNS/teacher`` or ``RUNS/<role>-s<seed>``; a UserError naming the missing run and how to build it."""
+def run_dir(runs: str | os.PathLike, role: str, seed: int = 0, report: dict[str, Any] | None = None) -> Path:
+    """The ``role`` run of ``seed``: the folder ``report`` names for it when a report is given (a study keeps
+    its runs in ``RUNS/study/``), else ``RUNS/teacher`` or ``RUNS/<role>-s<seed>``. A UserError names the
+    missing run and how to build it."""
     runs = Path(runs)
-    name = "teacher" if role == "teacher" else f"{role}-s{seed}"
+    if report is not None:
+        return _report_run(runs, role, seed, report)
+    name = run_name(role, seed)
     folder = runs / name
-    if (folder / "config.yaml").is_file():
+    if RunFolder(folder).exists():
         return folder
     if not runs.is_dir():
         raise UserError(f"runs folder not found: {runs}; {_build_hint(runs)}")
-    present = sorted(p.name for p in runs.iterdir() if (p / "config.yaml").is_file())
-    seeds = sorted(p.name for p in runs.glob(f"{role}-s*") if (p / "config.yaml").is_file())
+    present = sorted(p.name for p in runs.iterdir() if RunFolder(p).exists())
+    seeds = sorted(p.name for p in runs.glob(f"{role}-s*") if RunFolder(p).exists())
     other = f"; this folder has {', '.join(seeds)} (pick that seed)" if seeds and role != "teacher" else ""
     raise UserError(
         f"{runs} has no {ROLE_TITLES.get(role, role)} run {name!r} (runs there: {', '.join(present) or 'none'})"
         f"{other}; {_build_hint(runs)}"
     )
+
+
+def _report_run(runs: Path, role: str, seed: int, report: dict[str, Any]) -> Path:
+    preset = report.get("preset", "?")
+    if role not in report.get("models", {}):
+        raise UserError(f"the {preset!r} report has no {role!r} model (it has {list(report.get('models', {}))})")
+    folder = report_runs_of_seed(runs, report, seed).get(role)
+    if folder is None:
+        seeds = report["models"][role].get("seeds", [])
+        raise UserError(f"the {preset!r} report has no {role!r} run of seed {seed} (its seeds: {seeds})")
+    if not RunFolder(folder).exists():
+        raise UserError(
+            f"the {preset!r} report names the run {folder}, which is gone; rebuild it with "
+            f"`drkd-viz pipeline --preset {preset} --out {runs}`"
+        )
+    return folder
 
 
 @dataclass
@@ -99,8 +121,8 @@ class ModelSet:
 
     @property
     def roles(self) -> list[str]:
-        """The loaded roles in display order (teacher, baseline, feature imitation, DRKD)."""
-        order = ("teacher", "baseline", "feature_imitation", "drkd")
+        """The loaded roles in display order (teacher, baseline, feature imitation, PKD, DRKD)."""
+        order = ("teacher", "baseline", "feature_imitation", "pkd", "drkd")
         return [r for r in order if r in self.models]
 
     def select(self, roles: Sequence[str] | None) -> list[str]:
@@ -148,16 +170,21 @@ class ModelSet:
         return inspect_image(self.models[role], image, boxes, self.units[role], levels)
 
 
-def load_model_set(runs: str | os.PathLike, seed: int = 0) -> ModelSet:
-    """Teacher, baseline and DRKD students of ``runs`` (and the feature-imitation student when present) with the
-    DRKD run's relation units. A missing or unfinished run is a UserError that says how to build it."""
+def load_model_set(runs: str | os.PathLike, seed: int = 0, report: dict[str, Any] | None = None) -> ModelSet:
+    """Teacher, baseline and DRKD students of ``runs`` (and the feature-imitation and PKD students when present)
+    with the DRKD run's relation units: the runs ``report`` names for ``seed`` when a report is given, else
+    those at the top of ``runs`` (``RUNS/<role>-s<seed>``). A missing or unfinished run is a UserError that says
+    how to build it."""
     from drkd_viz.engine.inference import load_student
 
     runs = Path(runs)
-    dirs = {role: run_dir(runs, role, seed) for role in MODEL_ROLES}
+    dirs = {role: run_dir(runs, role, seed, report) for role in MODEL_ROLES}
     for role in OPTIONAL_ROLES:
-        if (runs / f"{role}-s{seed}" / "config.yaml").is_file():
-            dirs[role] = runs / f"{role}-s{seed}"
+        if report is not None:
+            if role in report_runs_of_seed(runs, report, seed):
+                dirs[role] = run_dir(runs, role, seed, report)
+        elif RunFolder(runs / run_name(role, seed)).exists():
+            dirs[role] = runs / run_name(role, seed)
     models = {}
     for role, folder in dirs.items():
         try:
@@ -170,12 +197,18 @@ def load_model_set(runs: str | os.PathLike, seed: int = 0) -> ModelSet:
     return ModelSet(runs, seed, models, units, dirs)
 
 
-def test_split(runs: str | os.PathLike) -> CocoDetection:
-    """The test split of the runs folder's dataset (``RUNS/data/test``), images as float tensors in [0, 1]."""
-    root = Path(runs) / "data"
-    if not (root / "test" / "annotations.json").is_file():
-        raise UserError(f"{root / 'test'} holds no annotations.json; {_build_hint(Path(runs))}")
-    return CocoDetection.from_split(root, "test")
+def test_split(runs: str | os.PathLike, report: dict[str, Any] | None = None) -> CocoDetection:
+    """The split the models are compared on, images as float tensors in [0, 1]: the one ``report`` was measured
+    on when a report is given, else the pipeline's test split (``RUNS/data/test``)."""
+    if report is None:
+        images, annotations = RunsRoot(Path(runs)).split_files("test")
+        if not annotations.is_file():
+            raise UserError(f"{annotations.parent} holds no {annotations.name}; {_build_hint(Path(runs))}")
+        return CocoDetection(images, annotations)
+    images, annotations = report_split_files(runs, report)
+    if not annotations.is_file():
+        raise UserError(f"{annotations}, the split the {report.get('preset', '?')!r} report was measured on, is gone")
+    return CocoDetection(images, annotations)
 
 
 def _check_index(dataset: CocoDetection, index: int) -> None:

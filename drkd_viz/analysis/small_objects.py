@@ -6,10 +6,13 @@ seeds) and each run's test detections ``RUNS/<run>/eval/test/detections.json`` e
 ``RUNS/data/test/annotations.json``. Nothing is re-predicted here, so the functions are fast after the
 first call (evaluations and matchings are cached per file and modification time).
 
-    report = read_report("runs/demo", "demo")
+    report = read_report("runs/demo", "demo")   # drkd_viz.runs.reports
     ap_by_size(report)                     # model × size: mean, std and 95 % interval over seeds
     pr_curves("runs/demo")                 # model × area × recall -> precision (COCOeval)
     found_vs_missed("runs/demo", size="small")   # small objects DRKD finds and the baseline misses, and the reverse
+
+The functions that read a run's detections take the runs of ``RUNS/<role>-s<seed>``, or with ``report=`` the runs
+that report names for the seed (a study keeps its own in ``RUNS/study/``).
 """
 
 from __future__ import annotations
@@ -27,23 +30,32 @@ from drkd_viz.analysis.models import run_dir
 from drkd_viz.data.synthetic import size_bucket
 from drkd_viz.data.validation import read_json
 from drkd_viz.errors import UserError
-from drkd_viz.evaluation import AREA_NAMES, EvalResult, evaluate_detections
-from drkd_viz.experiments.report import report_folder
+from drkd_viz.evaluation import AREA_NAMES, EvalResult, Matches, evaluate_detections, match_detections
+from drkd_viz.runs import RunFolder, RunsRoot, report_split_files
 
 SIZE_KEYS: dict[str, str] = {"all": "AP", "small": "APs", "medium": "APm", "large": "APl"}  # report key per size
 DEFAULT_ROLES: tuple[str, ...] = ("teacher", "baseline", "drkd")
 
 
 # ---- locating things in a runs folder -----------------------------------------------------------------------
-def _detections_path(runs: str | os.PathLike, role: str, seed: int) -> Path:
-    path = run_dir(runs, role, seed) / "eval" / "test" / "detections.json"
+def _detections_path(runs: str | os.PathLike, role: str, seed: int, report: dict[str, Any] | None = None) -> Path:
+    split = "test" if report is None else report.get("split", "test")
+    path = RunFolder(run_dir(runs, role, seed, report)).eval_detections(split)
     if not path.is_file():
-        raise UserError(f"{path} is missing: the run was not evaluated on the test split (drkd-viz pipeline does it)")
+        raise UserError(
+            f"{path} is missing: the run was not evaluated on the {split} split (drkd-viz pipeline and "
+            "drkd-viz report do it)"
+        )
     return path
 
 
-def _gt_path(runs: str | os.PathLike) -> Path:
-    path = Path(runs) / "data" / "test" / "annotations.json"
+def _gt_path(runs: str | os.PathLike, report: dict[str, Any] | None = None) -> Path:
+    if report is not None:
+        path = report_split_files(runs, report)[1]
+        if not path.is_file():
+            raise UserError(f"{path}, the split the {report.get('preset', '?')!r} report was measured on, is gone")
+        return path
+    path = RunsRoot(Path(runs)).split_files("test")[1]
     if not path.is_file():
         raise UserError(f"{path} is missing: {runs} is not a runs folder written by `drkd-viz pipeline`")
     return path
@@ -52,24 +64,6 @@ def _gt_path(runs: str | os.PathLike) -> Path:
 def _stamp(path: Path) -> tuple[str, int]:
     """Cache key of a file: a rewritten file (new mtime) is read again."""
     return str(path.resolve()), path.stat().st_mtime_ns
-
-
-def read_report(runs: str | os.PathLike, preset: str | None = None) -> dict[str, Any]:
-    """``RUNS/reports/<preset>/report.json``; ``preset`` may be left out when the folder holds one report."""
-    folder = report_folder(runs, "x").parent
-    found = sorted(p.parent.name for p in folder.glob("*/report.json"))
-    if preset is None:
-        if len(found) != 1:
-            raise UserError(
-                f"{folder} holds reports {found or 'none'}: name one with preset=…"
-                if found
-                else f"no report in {folder}; write one with `drkd-viz pipeline --preset demo --out {runs}`"
-            )
-        preset = found[0]
-    path = report_folder(runs, preset) / "report.json"
-    if not path.is_file():
-        raise UserError(f"no report for preset {preset!r} in {folder} (reports there: {found or 'none'})")
-    return read_json(path, "report")
 
 
 # ---- AP by size and per class (report.json) -----------------------------------------------------------------
@@ -141,13 +135,18 @@ def _evaluation(gt: tuple[str, int], detections: tuple[str, int]) -> EvalResult:
     return evaluate_detections(gt[0], detections[0], backend="faster")
 
 
-def evaluation(runs: str | os.PathLike, role: str, seed: int = 0) -> EvalResult:
-    """COCOeval of a run's stored test detections (cached per file version: the result is shared, read it only)."""
-    return _evaluation(_stamp(_gt_path(runs)), _stamp(_detections_path(runs, role, seed)))
+def evaluation(runs: str | os.PathLike, role: str, seed: int = 0, report: dict[str, Any] | None = None) -> EvalResult:
+    """COCOeval of a run's stored test detections (cached per file version: the result is shared, read it only).
+    ``report``: take the run it names (see :func:`drkd_viz.analysis.models.run_dir`)."""
+    return _evaluation(_stamp(_gt_path(runs, report)), _stamp(_detections_path(runs, role, seed, report)))
 
 
 def pr_curves(
-    runs: str | os.PathLike, roles: tuple[str, ...] = DEFAULT_ROLES, seed: int = 0, iou: float | None = None
+    runs: str | os.PathLike,
+    roles: tuple[str, ...] = DEFAULT_ROLES,
+    seed: int = 0,
+    iou: float | None = None,
+    report: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """COCO precision–recall curves of each model's stored test detections, per object size.
 
@@ -163,7 +162,7 @@ def pr_curves(
     """
     frames = []
     for role in roles:
-        result = evaluation(runs, role, seed)
+        result = evaluation(runs, role, seed, report)
         precision = result.precision  # T x R x K x A x M
         if iou is not None:
             thresholds = np.linspace(0.5, 0.95, precision.shape[0])
@@ -185,17 +184,6 @@ def pr_curves(
 
 
 # ---- which objects each model finds ------------------------------------------------------------------------
-def _iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes ``a`` (N x 4) with ``b`` (M x 4), COCO [x, y, w, h] (no +1 pixel convention)."""
-    ax2, ay2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
-    bx2, by2 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    w = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = w * h
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 @lru_cache(maxsize=16)
 def _gt(gt: tuple[str, int]) -> dict[str, Any]:
     return read_json(gt[0], "ground-truth annotation file")
@@ -210,59 +198,25 @@ def _detections_by_image(detections: tuple[str, int]) -> dict[int, list[dict]]:
 
 
 @lru_cache(maxsize=64)
-def _matches(gt: tuple[str, int], detections: tuple[str, int], iou: float, score_threshold: float) -> pd.DataFrame:
-    data = _gt(gt)
-    names = {c["id"]: c["name"] for c in data["categories"]}
-    by_image = _detections_by_image(detections)
-    anns: dict[int, list[dict]] = {}
-    for ann in data["annotations"]:
-        if not ann.get("iscrowd", 0):  # COCOeval ignores crowd regions; they are not objects to find
-            anns.setdefault(ann["image_id"], []).append(ann)
-    rows = []
-    for image in sorted(data["images"], key=lambda i: i["id"]):
-        gts = anns.get(image["id"], [])
-        dets = [d for d in by_image.get(image["id"], []) if d["score"] >= score_threshold]
-        dets.sort(key=lambda d: -d["score"])  # stable: ties keep file order
-        score = np.full(len(gts), np.nan)
-        overlap = np.full(len(gts), np.nan)
-        if gts and dets:
-            ious = _iou_xywh(np.array([d["bbox"] for d in dets], float), np.array([g["bbox"] for g in gts], float))
-            same = np.array([[d["category_id"] == g["category_id"] for g in gts] for d in dets])
-            ious = np.where(same, ious, -1.0)
-            # COCO's greedy rule: by descending score, each detection takes the unmatched object it overlaps most
-            for i, det in enumerate(dets):
-                candidates = np.where(np.isnan(score), ious[i], -1.0)
-                j = int(np.argmax(candidates))
-                if candidates[j] >= iou:
-                    score[j], overlap[j] = det["score"], candidates[j]
-        for j, ann in enumerate(gts):
-            area = float(ann.get("area", ann["bbox"][2] * ann["bbox"][3]))
-            rows.append(
-                {
-                    "image_id": image["id"],
-                    "ann_id": ann["id"],
-                    "category_id": ann["category_id"],
-                    "category": names[ann["category_id"]],
-                    "bbox": tuple(float(v) for v in ann["bbox"]),
-                    "area": area,
-                    "size": size_bucket(area),
-                    "found": bool(not np.isnan(score[j])),
-                    "score": float(score[j]),
-                    "iou": float(overlap[j]),
-                }
-            )
-    columns = ["image_id", "ann_id", "category_id", "category", "bbox", "area", "size", "found", "score", "iou"]
-    return pd.DataFrame(rows, columns=columns)
+def _matching(gt: tuple[str, int], detections: tuple[str, int], iou: float) -> Matches:
+    return match_detections(gt[0], detections[0], iou=iou, area="all")
 
 
 def match_objects(
-    runs: str | os.PathLike, role: str, seed: int = 0, iou: float = 0.5, score_threshold: float = 0.5
+    runs: str | os.PathLike,
+    role: str,
+    seed: int = 0,
+    iou: float = 0.5,
+    score_threshold: float = 0.5,
+    report: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Every non-crowd ground-truth object of the test split, and whether ``role``'s stored detections find it.
 
-    An object is *found* when a detection of its class with score ≥ ``score_threshold`` overlaps it with
-    IoU ≥ ``iou``; detections are matched one to one, greedily by descending score, each to the unmatched
-    object it overlaps most (COCOeval's rule at a single IoU threshold and operating point).
+    The matching is COCOeval's own (:func:`drkd_viz.evaluation.match_detections`, all sizes): detections taken by
+    descending score, each matched one to one to the unmatched object of its class it overlaps most with
+    IoU ≥ ``iou``, crowd regions absorbing detections without counting. An object is *found* when its matched
+    detection scores ≥ ``score_threshold`` (lower-scored detections cannot change a higher one's match, so this is
+    COCOeval's matching at that operating point).
 
     Columns: ``image_id``, ``ann_id``, ``category_id``, ``category``, ``bbox`` (COCO x, y, w, h), ``area``,
     ``size`` (small / medium / large by annotation area, COCO thresholds), ``found``, ``score`` and ``iou`` of
@@ -270,19 +224,44 @@ def match_objects(
     """
     if not 0 < iou <= 1:
         raise UserError(f"iou must be in (0, 1], got {iou}")
-    table = _matches(_stamp(_gt_path(runs)), _stamp(_detections_path(runs, role, seed)), float(iou), score_threshold)
-    table = table.copy()  # the cached frame stays untouched by callers
+    gt = _stamp(_gt_path(runs, report))
+    matching = _matching(gt, _stamp(_detections_path(runs, role, seed, report)), float(iou))
+    names = {c["id"]: c["name"] for c in _gt(gt)["categories"]}
+    rows = []
+    for obj in matching.objects:
+        found = obj["det_index"] >= 0 and obj["score"] >= score_threshold
+        rows.append(
+            {
+                "image_id": obj["image_id"],
+                "ann_id": obj["ann_id"],
+                "category_id": obj["category_id"],
+                "category": names[obj["category_id"]],
+                "bbox": obj["bbox"],
+                "area": obj["area"],
+                "size": size_bucket(obj["area"]),
+                "found": found,
+                "score": obj["score"] if found else math.nan,
+                "iou": obj["iou"] if found else math.nan,
+            }
+        )
+    columns = ["image_id", "ann_id", "category_id", "category", "bbox", "area", "size", "found", "score", "iou"]
+    table = pd.DataFrame(rows, columns=columns)
     table.attrs = {"role": role, "iou": float(iou), "score_threshold": float(score_threshold)}
     return table
 
 
 def image_detections(
-    runs: str | os.PathLike, role: str, image_id: int, seed: int = 0, score_threshold: float = 0.5
+    runs: str | os.PathLike,
+    role: str,
+    image_id: int,
+    seed: int = 0,
+    score_threshold: float = 0.5,
+    report: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """A run's stored test detections on one image with score ≥ ``score_threshold``, highest first.
     Columns: ``bbox`` (COCO x, y, w, h), ``score``, ``category_id``, ``category``."""
-    names = {c["id"]: c["name"] for c in _gt(_stamp(_gt_path(runs)))["categories"]}
-    dets = _detections_by_image(_stamp(_detections_path(runs, role, seed))).get(image_id, [])
+    names = {c["id"]: c["name"] for c in _gt(_stamp(_gt_path(runs, report)))["categories"]}
+    dets = _detections_by_image(_stamp(_detections_path(runs, role, seed, report))).get(image_id, [])
     rows = [
         {
             "bbox": tuple(float(v) for v in d["bbox"]),
@@ -305,6 +284,7 @@ def found_vs_missed(
     reference: str = "baseline",
     iou: float = 0.5,
     score_threshold: float = 0.5,
+    report: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Objects of ``size`` (or ``"all"``) that exactly one of two models finds, in both directions: found by
     ``method`` and missed by ``reference``, and found by ``reference`` and missed by ``method`` (distillation
@@ -316,11 +296,11 @@ def found_vs_missed(
     """
     if size not in SIZE_KEYS:
         raise UserError(f"size must be one of {list(SIZE_KEYS)}, got {size!r}")
-    a = match_objects(runs, method, seed, iou, score_threshold)
-    b = match_objects(runs, reference, seed, iou, score_threshold)
+    a = match_objects(runs, method, seed, iou, score_threshold, report)
+    b = match_objects(runs, reference, seed, iou, score_threshold, report)
     keep = a["size"] == size if size != "all" else np.ones(len(a), bool)
     try:
-        teacher = match_objects(runs, "teacher", seed, iou, score_threshold)["found"].to_numpy()
+        teacher = match_objects(runs, "teacher", seed, iou, score_threshold, report)["found"].to_numpy()
     except UserError:
         teacher = np.full(len(a), None)
     table = a[["image_id", "ann_id", "category", "bbox", "area", "size"]].copy()

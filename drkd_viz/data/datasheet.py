@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -17,27 +16,17 @@ from drkd_viz.data.synthetic import (
     SyntheticPreset,
     resolve_preset,
 )
+from drkd_viz.utils.figures import figure_png
 from drkd_viz.utils.io import atomic_write_bytes, atomic_write_text
-
-
-def _figure_bytes(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def size_histogram_figure(stats: dict):
     """Bar chart of sqrt(object area) per split, with COCO's small / medium thresholds marked."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from drkd_viz.utils.figures import new_figure
 
     edges = np.asarray(HIST_EDGES)
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+    fig = new_figure(7, 3.4)
+    ax = fig.subplots()
     width = np.diff(edges)
     for k, split in enumerate(SPLITS):
         counts = np.asarray(stats["splits"][split]["sqrt_area_histogram"]["counts"], float)
@@ -56,22 +45,23 @@ def size_histogram_figure(stats: dict):
 def examples_figure(root: Path, coco: dict, count: int = 6):
     """A mosaic of the first ``count`` images of a split with their boxes and class names."""
     import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
     from PIL import Image
+
+    from drkd_viz.utils.figures import new_figure
 
     names = {c["id"]: c["name"] for c in coco["categories"]}
     cols = 3
     rows = int(np.ceil(count / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.3 * rows))
-    palette = plt.get_cmap("tab10")
+    fig = new_figure(3.3 * cols, 3.3 * rows)
+    axes = fig.subplots(rows, cols)
+    palette = matplotlib.colormaps["tab10"]
     for ax, image in zip(np.ravel(axes), coco["images"][:count], strict=False):
         ax.imshow(Image.open(root / "images" / image["file_name"]))
         for ann in (a for a in coco["annotations"] if a["image_id"] == image["id"]):
             x, y, w, h = ann["bbox"]
             colour = palette(ann["category_id"] % 10)
-            ax.add_patch(plt.Rectangle((x, y), w, h, fill=False, ec=colour, lw=1.2))
+            ax.add_patch(Rectangle((x, y), w, h, fill=False, ec=colour, lw=1.2))
             if ann["area"] >= SMALL_AREA:
                 ax.text(x, y - 1, names[ann["category_id"]], color=colour, fontsize=6, va="bottom")
         ax.set_title(
@@ -82,15 +72,15 @@ def examples_figure(root: Path, coco: dict, count: int = 6):
     for ax in np.ravel(axes)[count:]:
         ax.axis("off")
     fig.suptitle("Embedded shapes dataset: instances of a class share one style within an image", fontsize=9)
-    fig.tight_layout()
     return fig
 
 
 def write_datasheet(
     root: Path, stats: dict, coco_by_split: dict[str, dict], preset: SyntheticPreset | None = None
 ) -> None:
-    atomic_write_bytes(root / "size_histogram.png", _figure_bytes(size_histogram_figure(stats)))
-    atomic_write_bytes(root / "examples.png", _figure_bytes(examples_figure(root / "train", coco_by_split["train"])))
+    atomic_write_bytes(root / "size_histogram.png", figure_png(size_histogram_figure(stats), dpi=110))
+    examples = examples_figure(root / "train", coco_by_split["train"])
+    atomic_write_bytes(root / "examples.png", figure_png(examples, dpi=110))
     atomic_write_text(root / "datasheet.md", datasheet_markdown(stats, preset))
 
 

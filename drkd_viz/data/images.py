@@ -7,11 +7,15 @@ import io
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from drkd_viz.errors import DatasetError
+
+if TYPE_CHECKING:  # torch is imported where used
+    import torch
 
 # 64 megapixels: larger than any detection photo (COCO's largest is 640x640), far below what
 # would exhaust memory; Pillow's own bomb check (~179 MP) would come far too late.
@@ -84,3 +88,29 @@ def load_image(
     except (OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"cannot decode {name}: {exc} (the file is corrupt or truncated)") from None
     return to_rgb8(image)
+
+
+# Uploaded images (the dashboard): small enough to decode and run three detectors on in about a second on a CPU.
+UPLOAD_MAX_MB = 8
+UPLOAD_MAX_BYTES = UPLOAD_MAX_MB * 1024 * 1024
+UPLOAD_MAX_PIXELS = 4_000_000
+UPLOAD_TYPES = ("png", "jpg", "jpeg", "bmp", "webp")
+UPLOAD_MAX_SIDE = 800  # longer side after decoding: the detectors resize far below this anyway
+
+
+def decode_upload(data: bytes, name: str = "uploaded image") -> torch.Tensor:
+    """An uploaded image as a 3 x H x W float tensor in [0, 1]: refused above ``UPLOAD_MAX_BYTES`` or
+    ``UPLOAD_MAX_PIXELS`` (checked from the header, before decoding), converted to 8-bit RGB, and
+    downscaled so its longer side is at most ``UPLOAD_MAX_SIDE``."""
+    import torchvision.transforms.functional as TF
+
+    if len(data) > UPLOAD_MAX_BYTES:
+        raise DatasetError(f"{name} is {len(data) / 2**20:.1f} MB; the dashboard accepts at most {UPLOAD_MAX_MB} MB")
+    if not data:
+        raise DatasetError(f"{name} is empty")
+    image = load_image(bytes(data), max_pixels=UPLOAD_MAX_PIXELS, name=name)
+    scale = UPLOAD_MAX_SIDE / max(image.size)
+    if scale < 1:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    return TF.to_tensor(image)

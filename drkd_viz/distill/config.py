@@ -87,14 +87,36 @@ def weight_factor(schedule: str, progress: float) -> float:
     raise UserError(f"distill.weight_schedule: unknown {schedule!r}; choose one of {', '.join(WEIGHT_SCHEDULES)}")
 
 
-TERM_NAMES = (
-    ("pr_weight", "L_PR"),
-    ("ir_weight", "L_IR"),
-    ("ins_weight", "L_INS"),
-    ("fi_weight", "L_FI"),
-    ("pkd_weight", "L_PKD"),
+@dataclass(frozen=True)
+class Term:
+    """One weighted distillation term of the objective: the loss key it is logged under, the ``distill:`` key of
+    its λ, its symbol in the paper's equation, and the loss module that computes it (one module may compute two:
+    the instance branch gives L_IR and L_INS)."""
+
+    key: str
+    weight: str
+    symbol: str
+    module: str
+
+
+# The one list the distiller builds its modules from and that drives its forward, formula() and logged loss keys,
+# in the order the terms are computed and summed
+TERMS = (
+    Term("loss_pr", "pr_weight", "L_PR", "pixel"),
+    Term("loss_ir", "ir_weight", "L_IR", "instance"),
+    Term("loss_ins", "ins_weight", "L_INS", "instance"),
+    Term("loss_fi", "fi_weight", "L_FI", "imitation"),
+    Term("loss_pkd", "pkd_weight", "L_PKD", "pearson"),
 )
-WEIGHT_KEYS = tuple(key for key, _ in TERM_NAMES)
+TERM_KEYS = tuple(term.key for term in TERMS)  # loss keys a distillation objective may add to L_det's
+WEIGHT_KEYS = tuple(term.weight for term in TERMS)
+
+
+def active_terms(settings: dict[str, Any] | None) -> tuple[Term, ...]:
+    """The terms a resolved ``distill:`` section switches on (λ > 0), in computation order."""
+    return tuple(term for term in TERMS if (settings or {}).get(term.weight, 0) > 0)
+
+
 METHOD_WEIGHTS = {  # the weights each method uses; the others are set to 0
     "drkd": ("pr_weight", "ir_weight", "ins_weight"),
     "feature_imitation": ("fi_weight",),
@@ -104,7 +126,7 @@ METHOD_WEIGHTS = {  # the weights each method uses; the others are set to 0
 
 def formula(settings: dict[str, Any] | None) -> str:
     """The loss a resolved ``distill:`` section minimises, as it would be written in the paper."""
-    terms = [f"{settings[key]:g}·{name}" for key, name in TERM_NAMES if (settings or {}).get(key)]
+    terms = [f"{settings[term.weight]:g}·{term.symbol}" for term in active_terms(settings)]
     if not terms:
         return "L = L_det"
     if settings.get("weight_schedule", "constant") == "cosine":
@@ -225,3 +247,16 @@ def resolve_distill(section: dict[str, Any], levels: list[str]) -> dict[str, Any
         if resolved[key] < 0:
             raise UserError(f"distill.{key} must be >= 0, got {resolved[key]}")
     return resolved
+
+
+def ablation_settings(name: str) -> str:
+    """What an ablation changes relative to DRKD, in words (from drkd_viz.distill.config.ABLATIONS)."""
+    if name not in ABLATIONS:
+        return {
+            "teacher": "the teacher",
+            "baseline": "no distillation",
+            "feature_imitation": "FPN feature imitation",
+            "pkd": "PKD: Pearson-correlation feature imitation",
+        }.get(name, "")
+    changes = ABLATIONS[name]
+    return "DRKD as configured" if not changes else ", ".join(f"{k} = {v}" for k, v in changes.items())

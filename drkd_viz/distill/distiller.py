@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from drkd_viz.distill.baselines import FeatureImitationLoss, PearsonImitationLoss
+from drkd_viz.distill.config import TERM_KEYS, active_terms, weight_factor
 from drkd_viz.distill.config import formula as loss_formula
-from drkd_viz.distill.config import weight_factor
 from drkd_viz.distill.instance_relation import InstanceRelationLoss
 from drkd_viz.distill.objective import METHODS, Losses, Objective
 from drkd_viz.distill.pixel_relation import PixelRelationLoss
@@ -61,8 +61,12 @@ def check_pair(student: DetectorConfig, teacher: DetectorConfig) -> None:
 
 
 class DistillationObjective(Objective):
+    """The student's detection loss plus the weighted terms of :data:`drkd_viz.distill.config.TERMS` that the
+    ``distill:`` section switches on: that one list decides which loss modules are built, what forward adds,
+    what :meth:`formula` prints and which loss keys are logged."""
+
     frozen = ("teacher",)
-    distillation_terms = ("loss_pr", "loss_ir", "loss_ins", "loss_fi", "loss_pkd")
+    distillation_terms = TERM_KEYS
 
     def __init__(
         self,
@@ -76,6 +80,8 @@ class DistillationObjective(Objective):
         check_pair(student_cfg, teacher_cfg)
         self.teacher = teacher.eval().requires_grad_(False)
         self.settings = settings
+        self.terms = active_terms(settings)
+        used = {term.module for term in self.terms}
         s_ch, t_ch = student_cfg.fpn_channels, teacher_cfg.fpn_channels
         w = settings
         self.pixel = (
@@ -89,7 +95,7 @@ class DistillationObjective(Objective):
                 zero_init=w.get("glore_zero_init", False),
                 standardize=w.get("standardize", False),
             )
-            if w["pr_weight"] > 0
+            if "pixel" in used
             else None
         )
         self.instance = (
@@ -108,11 +114,11 @@ class DistillationObjective(Objective):
                 adapter=w.get("instance_adapter", "linear"),
                 standardize=w.get("standardize", False),
             )
-            if w["ir_weight"] > 0 or w["ins_weight"] > 0
+            if "instance" in used
             else None
         )
-        self.imitation = FeatureImitationLoss(w["fi_levels"], s_ch, t_ch, w["norm"]) if w["fi_weight"] > 0 else None
-        self.pearson = PearsonImitationLoss(w["pkd_levels"], s_ch, t_ch) if w["pkd_weight"] > 0 else None
+        self.imitation = FeatureImitationLoss(w["fi_levels"], s_ch, t_ch, w["norm"]) if "imitation" in used else None
+        self.pearson = PearsonImitationLoss(w["pkd_levels"], s_ch, t_ch) if "pearson" in used else None
         self._metrics: dict[str, float] = {}
         self._factor = 1.0  # the λ schedule's multiplier at the current step
 
@@ -129,36 +135,41 @@ class DistillationObjective(Objective):
         return self._factor * self.settings[key]
 
     def forward(self, images: list[torch.Tensor], targets: list[dict]) -> Losses:
+        """L_det's terms, then λ·L for every active term, in :data:`TERMS` order (the order they are summed)."""
         with record_forward(self.student) as rec:
             losses = dict(self.student(images, targets))  # L_det
         with torch.no_grad():
             teacher = fpn_features(self.teacher, rec.images.tensors)  # T_l, on the student's exact input
         student = rec.features  # S_l
         boxes = [t["boxes"] for t in rec.targets]  # ground truth in transformed coordinates
-        w, metrics = self.settings, {}
-        if self.pixel is not None:
-            l_pr, per_level = self.pixel(student, teacher)
-            losses["loss_pr"] = self.weight("pr_weight") * l_pr
-            metrics.update({f"pr_{k}": float(v.detach()) for k, v in per_level.items()})
-            metrics.update(self.pixel.last_diagnostics)
-        if self.instance is not None:
-            l_ir, l_ins, per_level = self.instance(student, teacher, boxes)
-            if w["ir_weight"] > 0:
-                losses["loss_ir"] = self.weight("ir_weight") * l_ir
-            if w["ins_weight"] > 0:
-                losses["loss_ins"] = self.weight("ins_weight") * l_ins
-            metrics.update({k: float(v) for k, v in per_level.items()})
-            metrics.update(self.instance.last_diagnostics)
-        if self.imitation is not None:
-            l_fi, per_level = self.imitation(student, teacher)
-            losses["loss_fi"] = self.weight("fi_weight") * l_fi
-            metrics.update({f"fi_{k}": float(v.detach()) for k, v in per_level.items()})
-        if self.pearson is not None:
-            l_pkd, per_level = self.pearson(student, teacher)
-            losses["loss_pkd"] = self.weight("pkd_weight") * l_pkd
-            metrics.update({f"pkd_{k}": float(v.detach()) for k, v in per_level.items()})
+        unweighted, metrics = {}, {}
+        for module in dict.fromkeys(term.module for term in self.terms):  # each module once, in order
+            values, logged = getattr(self, f"_{module}_terms")(student, teacher, boxes)
+            unweighted.update(values)
+            metrics.update(logged)
+        for term in self.terms:
+            losses[term.key] = self.weight(term.weight) * unweighted[term.key]
         self._metrics = metrics
         return losses
+
+    # each loss module's unweighted terms (by loss key) and its per-level values and diagnostics (logged)
+    def _pixel_terms(self, student, teacher, boxes) -> tuple[Losses, dict[str, float]]:
+        l_pr, per_level = self.pixel(student, teacher)
+        logged = {f"pr_{k}": float(v.detach()) for k, v in per_level.items()}
+        return {"loss_pr": l_pr}, {**logged, **self.pixel.last_diagnostics}
+
+    def _instance_terms(self, student, teacher, boxes) -> tuple[Losses, dict[str, float]]:
+        l_ir, l_ins, per_level = self.instance(student, teacher, boxes)
+        logged = {k: float(v) for k, v in per_level.items()}
+        return {"loss_ir": l_ir, "loss_ins": l_ins}, {**logged, **self.instance.last_diagnostics}
+
+    def _imitation_terms(self, student, teacher, boxes) -> tuple[Losses, dict[str, float]]:
+        l_fi, per_level = self.imitation(student, teacher)
+        return {"loss_fi": l_fi}, {f"fi_{k}": float(v.detach()) for k, v in per_level.items()}
+
+    def _pearson_terms(self, student, teacher, boxes) -> tuple[Losses, dict[str, float]]:
+        l_pkd, per_level = self.pearson(student, teacher)
+        return {"loss_pkd": l_pkd}, {f"pkd_{k}": float(v.detach()) for k, v in per_level.items()}
 
     def formula(self) -> str:
         return loss_formula(self.settings)

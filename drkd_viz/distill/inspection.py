@@ -83,15 +83,17 @@ class RelationUnits(nn.Module):
         from drkd_viz.engine.checkpoint import latest_checkpoint, verify_checkpoint
         from drkd_viz.engine.config import load_config
         from drkd_viz.models.weights import read_safetensors
+        from drkd_viz.runs import RunFolder
 
         if side not in ("student", "teacher"):
             raise UserError(f"side must be 'student' or 'teacher', got {side!r}")
         run = Path(run_dir)
-        cfg = load_config(run / "config.yaml")
+        folder = RunFolder(run)
+        cfg = load_config(folder.config)
         settings = cfg.distill or {}
         if settings.get("method") != "drkd":
             raise UserError(f"{run} is not a DRKD run (distill.method is {settings.get('method', 'none')!r})")
-        ckpt = latest_checkpoint(run / "checkpoints")
+        ckpt = latest_checkpoint(folder.checkpoints)
         if ckpt is None:
             raise UserError(f"{run} has no checkpoint yet")
         verify_checkpoint(ckpt, None)

@@ -13,10 +13,10 @@ from torch import nn
 from drkd_viz.data.coco import CocoDetection
 from drkd_viz.engine.config import RunConfig, load_config
 from drkd_viz.engine.distributed import DistInfo, gather_objects
-from drkd_viz.engine.runs import RunFolder
 from drkd_viz.errors import UserError
 from drkd_viz.evaluation import EvalResult, evaluate_detections, write_metrics
 from drkd_viz.models.factory import DetectorConfig, build_detector
+from drkd_viz.runs import EVAL_DETECTIONS, EVAL_METRICS, EXPORT_BUILDER, EXPORT_INFO, EXPORT_WEIGHTS, RunFolder
 from drkd_viz.utils.io import atomic_write_json, atomic_write_text
 
 STUDENT_PREFIX = "student."
@@ -96,8 +96,8 @@ def evaluate_model(
         }
     result = evaluate_detections(gt, detections, backend=backend)  # type: ignore[arg-type]
     if out_dir is not None and info.is_main:
-        atomic_write_json(out_dir / "detections.json", detections, indent=None)
-        write_metrics(result, out_dir / "metrics.json")
+        atomic_write_json(out_dir / EVAL_DETECTIONS, detections, indent=None)
+        write_metrics(result, out_dir / EVAL_METRICS)
     return result
 
 
@@ -117,7 +117,7 @@ def load_student(run_dir: str | os.PathLike, device: torch.device | str = "cpu")
     run = RunFolder(Path(run_dir))
     cfg = read_run_config(run_dir)
     model = build_detector(cfg.model)
-    exported = run.export / "student.safetensors"
+    exported = run.export_weights
     if exported.is_file():
         state = read_safetensors(exported)
     else:
@@ -247,25 +247,20 @@ def export_student(
         k[len(STUDENT_PREFIX) :]: v.contiguous() for k, v in objective_state.items() if k.startswith(STUDENT_PREFIX)
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".student.safetensors.tmp"
+    tmp = out_dir / f".{EXPORT_WEIGHTS}.tmp"
     save_file(state, str(tmp))
-    os.replace(tmp, out_dir / "student.safetensors")
+    os.replace(tmp, out_dir / EXPORT_WEIGHTS)
     snippet = torchvision_snippet(cfg.model)
     atomic_write_text(
-        out_dir / "build_student.py",
+        out_dir / EXPORT_BUILDER,
         "# Builds the exported student with torchvision only.\n"
         "# Then: model.load_state_dict(safetensors.torch.load_file('student.safetensors'))\n" + snippet,
     )
     atomic_write_json(
-        out_dir / "student.json",
-        {
-            "detector": cfg.model.to_dict(),
-            "classes": classes,
-            "weights": "student.safetensors",
-            "builder": "build_student.py",
-        },
+        out_dir / EXPORT_INFO,
+        {"detector": cfg.model.to_dict(), "classes": classes, "weights": EXPORT_WEIGHTS, "builder": EXPORT_BUILDER},
     )
-    return out_dir / "student.safetensors"
+    return out_dir / EXPORT_WEIGHTS
 
 
 def class_table(dataset: CocoDetection) -> list[dict]:
@@ -293,7 +288,7 @@ def predict_images(
     if missing:  # before anything is loaded or written
         raise UserError(f"image file not found: {', '.join(missing[:5])}")
     model, _ = load_student(run_dir, device)
-    info = json.loads((run.export / "student.json").read_text()) if (run.export / "student.json").is_file() else {}
+    info = json.loads(run.export_info.read_text()) if run.export_info.is_file() else {}
     names = {c["label"]: c["name"] for c in info.get("classes", [])}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

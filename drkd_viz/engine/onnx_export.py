@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from drkd_viz.errors import UserError
+from drkd_viz.runs import RunFolder
 from drkd_viz.utils.io import atomic_write_json
 
 OPSET = 17
@@ -79,7 +80,7 @@ def export_onnx(
     seconds = time.perf_counter() - started
     session = onnx_session(out)
     difference = compare(model, session, example[0])
-    classes_file = Path(run_dir) / "export" / "student.json"
+    classes_file = RunFolder(Path(run_dir)).export_info
     classes = json.loads(classes_file.read_text())["classes"] if classes_file.is_file() else None
     record = {
         "model": out.name,

@@ -1,4 +1,5 @@
-"""The training loop: one function, readable top to bottom (after torchvision's references/detection).
+"""The training loop, after torchvision's references/detection: start (data, run folder, model, objective,
+optimiser, resume), one iteration at a time (:func:`train_step`), finish (export, evaluation, manifest).
 
 Runs unchanged on one CPU, one GPU, or N processes under ``torchrun`` (DistributedDataParallel).
 What is minimised comes from an :class:`~drkd_viz.distill.objective.Objective`: plain detection,
@@ -11,7 +12,7 @@ import hashlib
 import os
 import random
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,11 @@ from drkd_viz.engine.config import OptimConfig, RunConfig, dump_config
 from drkd_viz.engine.data import IterationBatches, ensure_embedded_data, open_split, training_loader
 from drkd_viz.engine.distributed import DistInfo, barrier, broadcast_object, gather_objects, init_distributed, shutdown
 from drkd_viz.engine.inference import class_table, evaluate_model, export_student, to_device
-from drkd_viz.engine.runs import MetricsLog, RunFolder, environment_info, now
 from drkd_viz.engine.schedule import lr_factor
 from drkd_viz.errors import UserError
 from drkd_viz.models.factory import build_detector
 from drkd_viz.models.weights import load_weights
+from drkd_viz.runs import MetricsLog, RunFolder, environment_info, now
 from drkd_viz.utils.io import atomic_write_text
 
 
@@ -87,6 +88,30 @@ def _prepare_run_folder(run: RunFolder, cfg: RunConfig, resume: bool, info: Dist
         raise UserError(problem)
 
 
+@dataclass
+class Session:
+    """What one run holds while it trains: built by :func:`_start`, advanced by :func:`train_step`, closed by
+    :func:`_finish`."""
+
+    cfg: RunConfig
+    run: RunFolder
+    device: torch.device
+    info: DistInfo
+    train_set: Any
+    objective: Objective
+    model: torch.nn.Module  # the objective, wrapped in DistributedDataParallel under torchrun
+    groups: list[list[torch.nn.Parameter]]  # optimiser groups, each clipped on its own
+    student_params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    start: int  # the first iteration to run (0, or the resumed checkpoint's)
+    resumed: bool
+    loader: Any
+    log: MetricsLog | None
+
+
 def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Train ``cfg`` into the run folder ``out``; returns the final manifest."""
     device = resolve_device(cfg.train.device)
@@ -100,190 +125,12 @@ def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: b
     started = time.time()
     owns_run = False
     try:
-        # ---- data (generate the embedded dataset once, on rank 0) -------------------------------------
-        if info.is_main:
-            ensure_embedded_data(cfg.data, progress=not quiet)
-        barrier(info)
-        train_set = open_split(cfg.data, "train", train=True)
-        if cfg.model.num_classes == 0:
-            cfg = replace(cfg, model=replace(cfg.model, num_classes=train_set.num_classes))
-        elif cfg.model.num_classes != train_set.num_classes:
-            raise UserError(
-                f"model.num_classes is {cfg.model.num_classes} but the dataset has "
-                f"{train_set.num_classes - 1} categories (+1 background = {train_set.num_classes}); "
-                "remove model.num_classes to take it from the data"
-            )
+        cfg, train_set = _open_training_data(cfg, info, quiet)
         _prepare_run_folder(run, cfg, resume, info)
         owns_run = True  # from here on, a failure is recorded in this run's manifest
-        if info.is_main:
-            run.update_manifest(
-                name=cfg.name,
-                status="running",
-                seed=cfg.seed,
-                device=str(device),
-                world_size=info.world,
-                started=run.read_manifest().get("started", now()),
-                resumed=resume,
-                environment=environment_info(),
-                formula=None,
-            )
-
-        # ---- model, objective, optimiser ---------------------------------------------------------------
-        seed_everything(cfg.seed, cfg.train.deterministic)
-        student = build_detector(cfg.model)
-        if cfg.train.init_weights:
-            load_weights(student, cfg.train.init_weights, skip_mismatched=cfg.train.skip_mismatched)
-        objective: Objective = build_objective(student, cfg.distill, cfg.model, device).to(device)
-        groups = objective.parameter_groups()  # clipped one by one (distill.clip)
-        student_params = [p for p in objective.student.parameters() if p.requires_grad]
-        optimizer = build_optimizer(groups, cfg.optim)
-        total = cfg.train.iterations
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.optim, total))
-        use_amp = cfg.optim.amp and device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-        start = 0
-        latest = ckpt_io.latest_checkpoint(run.checkpoints) if resume else None
-        if latest is not None:
-            weights, state = ckpt_io.load_checkpoint(latest, architecture(cfg))
-            objective.load_trainable_state(weights)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            ckpt_io.set_rng_state(state["rng"][info.rank])
-            start = latest.iteration
-        if info.is_main:
-            run.update_manifest(formula=objective.formula(), resumed_from=start if latest else None)
-
-        model = objective
-        if info.enabled:
-            model = torch.nn.parallel.DistributedDataParallel(
-                objective, device_ids=[device.index] if device.type == "cuda" else None
-            )
-        batches = IterationBatches(len(train_set), cfg.train.batch_size, total, cfg.seed, start, info.rank, info.world)
-        loader = training_loader(train_set, batches, cfg.data.workers)
-        log = MetricsLog(run, resume_from=start if latest else None) if info.is_main else None
-
-        def save(iteration: int, final: bool = False) -> None:
-            rng = gather_objects(info, ckpt_io.rng_state())
-            if info.is_main:
-                state = {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": rng,
-                    "iteration": iteration,
-                }
-                ckpt_io.save_checkpoint(
-                    run.checkpoints, iteration, objective.trainable_state(), state, architecture(cfg), final=final
-                )
-                ckpt_io.prune_checkpoints(run.checkpoints, cfg.train.keep_checkpoints)
-            barrier(info)
-
-        # ---- the loop: L = sum of the objective's terms ------------------------------------------------
-        from tqdm.auto import tqdm
-
-        objective.train()
-        bar = tqdm(
-            total=total, initial=start, desc=cfg.name, unit="it", disable=quiet or not info.is_main, dynamic_ncols=True
-        )
-        tick = time.perf_counter()
-        for iteration, (images, targets) in zip(range(start, total), loader, strict=False):
-            data_time = time.perf_counter() - tick
-            images, targets = [i.to(device, non_blocking=True) for i in images], to_device(targets, device)
-            lr = optimizer.param_groups[0]["lr"]
-            objective.set_progress(iteration / max(total - 1, 1))
-            watched = bool(cfg.train.log_every) and (iteration + 1) % cfg.train.log_every == 0
-            objective.watch(watched)
-            with torch.autocast(device.type, enabled=use_amp):
-                losses = model(images, targets)
-            _check_finite(losses, iteration + 1, run, info)
-            loss = sum(losses.values())
-
-            optimizer.zero_grad(set_to_none=True)
-            # each distillation term's own gradient on the student, taken before the real backward (which
-            # gives their sum with L_det's); not under DDP, whose gradient hooks expect one backward per step
-            extra = {k: losses[k] for k in objective.distillation_terms if k in losses}
-            term_grads = None
-            if watched and extra and not info.enabled:
-                scale = scaler.get_scale() if use_amp else 1.0
-                term_grads = term_gradients({k: v * scale for k, v in extra.items()}, student_params)
-            scaler.scale(loss).backward()
-            grad_norm = clip_factor = None
-            if cfg.optim.clip_grad_norm or term_grads is not None:
-                scaler.unscale_(optimizer)
-            diagnostics = {}
-            if term_grads is not None:
-                diagnostics = step_gradient_report(student_params, term_grads, scale)
-            if cfg.optim.clip_grad_norm:
-                # the first group's (the student's, or everything's) norm and factor; the others' in diagnostics
-                for i, group in enumerate(groups):
-                    norm = float(torch.nn.utils.clip_grad_norm_(group, cfg.optim.clip_grad_norm))
-                    factor = min(1.0, cfg.optim.clip_grad_norm / (norm + 1e-6))  # what clip_grad_norm_ applied
-                    if i == 0:
-                        grad_norm, clip_factor = norm, factor
-                    else:
-                        diagnostics[f"grad_norm_group{i}"], diagnostics[f"clip_factor_group{i}"] = norm, factor
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-
-            step_time = time.perf_counter() - tick
-            values = _mean_over_ranks({"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}, info)
-            values.update(objective.metrics())  # unweighted per-level diagnostics: logged, not optimised
-            values.update(diagnostics)
-            record = {
-                "iter": iteration + 1,
-                **values,
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "clip_factor": clip_factor,
-                "time": round(step_time, 4),
-                "data_time": round(data_time, 4),
-                "images_per_s": round(cfg.train.batch_size / step_time, 2),
-            }
-            if log is not None:
-                log.log(record)
-            bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2g}", img_s=f"{record['images_per_s']:.1f}")
-            bar.update()
-            if (iteration + 1) % cfg.train.checkpoint_every == 0 and iteration + 1 < total:
-                save(iteration + 1)
-            tick = time.perf_counter()
-        bar.close()
-        save(total, final=True)
-        # replicas must end identical under DDP: record every rank's weight checksum
-        checksums = gather_objects(info, _checksum(objective.trainable_state()))
-        if info.is_main:
-            export_student(objective.trainable_state(), cfg, class_table(train_set), run.export)
-            run.update_manifest(status="trained", trained_at=now(), replica_checksums=checksums)
-
-        # ---- evaluation --------------------------------------------------------------------------------
-        metrics = None
-        if cfg.train.eval_split != "none":
-            eval_set = open_split(cfg.data, cfg.train.eval_split, train=False)
-            result = evaluate_model(
-                objective.student,
-                eval_set,
-                run.eval_dir(cfg.train.eval_split),
-                device,
-                cfg.train.eval_batch_size,
-                info,
-                progress=not quiet,
-            )
-            metrics = {cfg.train.eval_split: result.stats}
-            if log is not None:
-                log.log_eval(cfg.train.eval_split, result.stats, total)
-        if log is not None:
-            log.close()
-        manifest = {}
-        if info.is_main:
-            manifest = run.update_manifest(
-                status="finished",
-                finished=now(),
-                wall_seconds=round(time.time() - started, 1) + run.read_manifest().get("previous_wall_seconds", 0.0),
-                metrics=metrics,
-            )
-        return broadcast_object(info, manifest)
+        session = _start(cfg, run, train_set, resume, device, info)
+        _loop(session, quiet)
+        return _finish(session, started, quiet)
     except TrainingDiverged:
         raise
     except KeyboardInterrupt:
@@ -299,6 +146,220 @@ def train(cfg: RunConfig, out: str | os.PathLike, resume: bool = False, quiet: b
     finally:
         torch.set_num_threads(caller_threads)
         shutdown(info)
+
+
+def _open_training_data(cfg: RunConfig, info: DistInfo, quiet: bool) -> tuple[RunConfig, Any]:
+    """The training split (the embedded dataset generated once, on rank 0), and the config with the number of
+    classes taken from it."""
+    if info.is_main:
+        ensure_embedded_data(cfg.data, progress=not quiet)
+    barrier(info)
+    train_set = open_split(cfg.data, "train", train=True)
+    if cfg.model.num_classes == 0:
+        cfg = replace(cfg, model=replace(cfg.model, num_classes=train_set.num_classes))
+    elif cfg.model.num_classes != train_set.num_classes:
+        raise UserError(
+            f"model.num_classes is {cfg.model.num_classes} but the dataset has "
+            f"{train_set.num_classes - 1} categories (+1 background = {train_set.num_classes}); "
+            "remove model.num_classes to take it from the data"
+        )
+    return cfg, train_set
+
+
+def _start(
+    cfg: RunConfig, run: RunFolder, train_set: Any, resume: bool, device: torch.device, info: DistInfo
+) -> Session:
+    """The model, objective and optimiser, resumed from the newest checkpoint when asked, and the data stream."""
+    if info.is_main:
+        run.update_manifest(
+            name=cfg.name,
+            status="running",
+            seed=cfg.seed,
+            device=str(device),
+            world_size=info.world,
+            started=run.read_manifest().get("started", now()),
+            resumed=resume,
+            environment=environment_info(),
+            formula=None,
+        )
+    seed_everything(cfg.seed, cfg.train.deterministic)
+    student = build_detector(cfg.model)
+    if cfg.train.init_weights:
+        load_weights(student, cfg.train.init_weights, skip_mismatched=cfg.train.skip_mismatched)
+    objective: Objective = build_objective(student, cfg.distill, cfg.model, device).to(device)
+    groups = objective.parameter_groups()  # clipped one by one (distill.clip)
+    student_params = [p for p in objective.student.parameters() if p.requires_grad]
+    optimizer = build_optimizer(groups, cfg.optim)
+    total = cfg.train.iterations
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.optim, total))
+    use_amp = cfg.optim.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start = 0
+    latest = ckpt_io.latest_checkpoint(run.checkpoints) if resume else None
+    if latest is not None:
+        weights, state = ckpt_io.load_checkpoint(latest, architecture(cfg))
+        objective.load_trainable_state(weights)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        ckpt_io.set_rng_state(state["rng"][info.rank])
+        start = latest.iteration
+    if info.is_main:
+        run.update_manifest(formula=objective.formula(), resumed_from=start if latest else None)
+
+    model = objective
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    batches = IterationBatches(len(train_set), cfg.train.batch_size, total, cfg.seed, start, info.rank, info.world)
+    loader = training_loader(train_set, batches, cfg.data.workers)
+    log = MetricsLog(run, resume_from=start if latest else None) if info.is_main else None
+    return Session(
+        cfg, run, device, info, train_set, objective, model, groups, student_params, optimizer, scheduler, scaler,
+        use_amp, start, latest is not None, loader, log,
+    )  # fmt: skip
+
+
+def _save(s: Session, iteration: int, final: bool = False) -> None:
+    """A checkpoint every rank agrees on: weights, optimiser, schedule, AMP scale and every rank's RNG state."""
+    rng = gather_objects(s.info, ckpt_io.rng_state())
+    if s.info.is_main:
+        state = {
+            "optimizer": s.optimizer.state_dict(),
+            "scheduler": s.scheduler.state_dict(),
+            "scaler": s.scaler.state_dict(),
+            "rng": rng,
+            "iteration": iteration,
+        }
+        ckpt_io.save_checkpoint(
+            s.run.checkpoints, iteration, s.objective.trainable_state(), state, architecture(s.cfg), final=final
+        )
+        ckpt_io.prune_checkpoints(s.run.checkpoints, s.cfg.train.keep_checkpoints)
+    barrier(s.info)
+
+
+def _loop(s: Session, quiet: bool) -> None:
+    """Iterations ``start … total-1``, each logged, with periodic checkpoints."""
+    from tqdm.auto import tqdm
+
+    cfg, total = s.cfg, s.cfg.train.iterations
+    s.objective.train()
+    bar = tqdm(
+        total=total, initial=s.start, desc=cfg.name, unit="it", disable=quiet or not s.info.is_main, dynamic_ncols=True
+    )
+    tick = time.perf_counter()
+    for iteration, (images, targets) in zip(range(s.start, total), s.loader, strict=False):
+        data_time = time.perf_counter() - tick
+        lr = s.optimizer.param_groups[0]["lr"]
+        loss, losses, grad_norm, clip_factor, diagnostics = train_step(s, iteration, images, targets)
+        step_time = time.perf_counter() - tick
+        values = _mean_over_ranks({"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}, s.info)
+        values.update(s.objective.metrics())  # unweighted per-level diagnostics: logged, not optimised
+        values.update(diagnostics)
+        record = {
+            "iter": iteration + 1,
+            **values,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "clip_factor": clip_factor,
+            "time": round(step_time, 4),
+            "data_time": round(data_time, 4),
+            "images_per_s": round(cfg.train.batch_size / step_time, 2),
+        }
+        if s.log is not None:
+            s.log.log(record)
+        bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2g}", img_s=f"{record['images_per_s']:.1f}")
+        bar.update()
+        if (iteration + 1) % cfg.train.checkpoint_every == 0 and iteration + 1 < total:
+            _save(s, iteration + 1)
+        tick = time.perf_counter()
+    bar.close()
+
+
+def train_step(
+    s: Session, iteration: int, images: list[torch.Tensor], targets: list[dict]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], float | None, float | None, dict[str, float]]:
+    """One iteration: L = L_det + Σ λ·L_term (the objective's terms), its gradient, clipping, the update.
+    Returns the loss, its terms, the clipped group's gradient norm and clip factor, and the diagnostics."""
+    cfg, device, objective, optimizer, scaler = s.cfg, s.device, s.objective, s.optimizer, s.scaler
+    images, targets = [i.to(device, non_blocking=True) for i in images], to_device(targets, device)
+    objective.set_progress(iteration / max(cfg.train.iterations - 1, 1))
+    watched = bool(cfg.train.log_every) and (iteration + 1) % cfg.train.log_every == 0
+    objective.watch(watched)
+    with torch.autocast(device.type, enabled=s.use_amp):
+        losses = s.model(images, targets)
+    _check_finite(losses, iteration + 1, s.run, s.info)
+    loss = sum(losses.values())
+
+    optimizer.zero_grad(set_to_none=True)
+    # each distillation term's own gradient on the student, taken before the real backward (which gives their
+    # sum with L_det's); not under DDP, whose gradient hooks expect one backward per step
+    extra = {k: losses[k] for k in objective.distillation_terms if k in losses}
+    term_grads = None
+    scale = 1.0
+    if watched and extra and not s.info.enabled:
+        scale = scaler.get_scale() if s.use_amp else 1.0
+        term_grads = term_gradients({k: v * scale for k, v in extra.items()}, s.student_params)
+    scaler.scale(loss).backward()
+    grad_norm = clip_factor = None
+    if cfg.optim.clip_grad_norm or term_grads is not None:
+        scaler.unscale_(optimizer)
+    diagnostics = {}
+    if term_grads is not None:
+        diagnostics = step_gradient_report(s.student_params, term_grads, scale)
+    if cfg.optim.clip_grad_norm:
+        # the first group's (the student's, or everything's) norm and factor; the others' in diagnostics
+        for i, group in enumerate(s.groups):
+            norm = float(torch.nn.utils.clip_grad_norm_(group, cfg.optim.clip_grad_norm))
+            factor = min(1.0, cfg.optim.clip_grad_norm / (norm + 1e-6))  # what clip_grad_norm_ applied
+            if i == 0:
+                grad_norm, clip_factor = norm, factor
+            else:
+                diagnostics[f"grad_norm_group{i}"], diagnostics[f"clip_factor_group{i}"] = norm, factor
+    scaler.step(optimizer)
+    scaler.update()
+    s.scheduler.step()
+    return loss, losses, grad_norm, clip_factor, diagnostics
+
+
+def _finish(s: Session, started: float, quiet: bool) -> dict[str, Any]:
+    """The final checkpoint, the exported student, its evaluation and the finished manifest."""
+    cfg, run, info, total = s.cfg, s.run, s.info, s.cfg.train.iterations
+    _save(s, total, final=True)
+    # replicas must end identical under DDP: record every rank's weight checksum
+    checksums = gather_objects(info, _checksum(s.objective.trainable_state()))
+    if info.is_main:
+        export_student(s.objective.trainable_state(), cfg, class_table(s.train_set), run.export)
+        run.update_manifest(status="trained", trained_at=now(), replica_checksums=checksums)
+
+    metrics = None
+    if cfg.train.eval_split != "none":
+        eval_set = open_split(cfg.data, cfg.train.eval_split, train=False)
+        result = evaluate_model(
+            s.objective.student,
+            eval_set,
+            run.eval_dir(cfg.train.eval_split),
+            s.device,
+            cfg.train.eval_batch_size,
+            info,
+            progress=not quiet,
+        )
+        metrics = {cfg.train.eval_split: result.stats}
+        if s.log is not None:
+            s.log.log_eval(cfg.train.eval_split, result.stats, total)
+    if s.log is not None:
+        s.log.close()
+    manifest = {}
+    if info.is_main:
+        manifest = run.update_manifest(
+            status="finished",
+            finished=now(),
+            wall_seconds=round(time.time() - started, 1) + run.read_manifest().get("previous_wall_seconds", 0.0),
+            metrics=metrics,
+        )
+    return broadcast_object(info, manifest)
 
 
 def build_optimizer(groups: list[list[torch.nn.Parameter]], cfg: OptimConfig) -> torch.optim.Optimizer:

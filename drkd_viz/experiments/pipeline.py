@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,9 @@ import yaml
 from drkd_viz.distill.config import ABLATIONS
 from drkd_viz.engine.config import RunConfig, dump_config, load_config, merge_sections
 from drkd_viz.engine.pretrain import PretrainConfig
-from drkd_viz.engine.runs import RunFolder
 from drkd_viz.errors import UserError
 from drkd_viz.resources import configs_dir
-from drkd_viz.utils.io import atomic_write_json
+from drkd_viz.runs import RunFolder, RunsRoot, run_name, stale_place
 
 IMITATIONS = ("feature_imitation", "pkd")  # the feature-distillation methods DRKD is compared with
 COMPARED = ("baseline", *IMITATIONS, "drkd")  # trained on every seed of a preset (ablations on ablation_seeds)
@@ -209,9 +209,9 @@ def ensure_pretrained(jobs: list[Job], quiet: bool) -> None:
 
 def plan(preset: PipelinePreset, runs: Path) -> list[Job]:
     runs = runs.resolve()
-    data = {"data": {"root": str(runs / "data"), "preset": preset.dataset}}
-    home = runs / preset.subfolder
-    teacher_dir = home / "teacher"
+    root = RunsRoot(runs)
+    data = {"data": {"root": str(root.data), "preset": preset.dataset}}
+    teacher_dir = root.run("teacher", subfolder=preset.subfolder)
     teacher_raw = merge_sections(
         merge_sections(_base_section(preset, "teacher"), preset.teacher), {**data, "name": "teacher"}
     )
@@ -239,7 +239,8 @@ def plan(preset: PipelinePreset, runs: Path) -> list[Job]:
     for method in preset.methods:
         seeds = preset.seeds if method in COMPARED else preset.ablation_seeds
         for seed in seeds:
-            raw = merge_sections(student_base, {"name": f"{method}-s{seed}", "seed": seed})
+            name = run_name(method, seed)
+            raw = merge_sections(student_base, {"name": name, "seed": seed})
             if method in IMITATIONS:
                 raw["distill"] = {"method": method, "teacher": str(teacher_dir)}
             elif method != "baseline":
@@ -251,12 +252,12 @@ def plan(preset: PipelinePreset, runs: Path) -> list[Job]:
                 raw["distill"] = {"method": "drkd", "teacher": str(teacher_dir), **ABLATIONS[method]}
             jobs.append(
                 Job(
-                    f"{method}-s{seed}",
+                    name,
                     "student",
                     method,
                     seed,
                     load_config(data=raw),
-                    home / f"{method}-s{seed}",
+                    root.run(method, seed, subfolder=preset.subfolder),
                     pretrain=pretrain["student"],
                 )
             )
@@ -273,59 +274,83 @@ def student_key(cfg: RunConfig, runs: Path, teacher_key: str) -> str:
     return hashlib.sha256(f"{key} teacher {teacher_key}".encode()).hexdigest()[:16] if cfg.distill else key
 
 
-def recorded_key(folder: Path) -> str | None:
-    """The config key a run folder was trained for (its ``pipeline.json``); None when absent or unreadable."""
-    marker = folder / "pipeline.json"
-    try:
-        return json.loads(marker.read_text()).get("config_key") if marker.is_file() else None
-    except json.JSONDecodeError:
-        return None
-
-
-def _state(job: Job) -> str:
-    """finished | resumable | stale | new"""
-    if not job.folder.exists():
+def run_state(folder: Path, key: str, split: str) -> str:
+    """finished | resumable | stale | new: whether ``folder`` holds the run of config key ``key``, trained and
+    evaluated on ``split``, a run of it to resume, a run of another config, or nothing."""
+    if not folder.exists():
         return "new"
-    if recorded_key(job.folder) != job.key:
+    run = RunFolder(folder)
+    if run.marked_key() != key:
         return "stale"
-    status = RunFolder(job.folder).read_manifest().get("status")
-    return (
-        "finished"
-        if status == "finished" and (job.folder / "eval" / "test" / "metrics.json").is_file()
-        else "resumable"
-    )
+    finished = run.read_manifest().get("status") == "finished"
+    return "finished" if finished and run.is_evaluated(split) else "resumable"
+
+
+def job_state(job: Job) -> str:
+    """finished | resumable | stale | new (see :func:`run_state`; the pipeline evaluates on test)."""
+    return run_state(job.folder, job.key, "test")
+
+
+def ensure_run(
+    folder: Path,
+    cfg: RunConfig,
+    key: str,
+    method: str,
+    seed: int,
+    split: str,
+    quiet: bool,
+    prepare: Callable[[], None],
+    install: Callable[[], None] | None = None,
+) -> str:
+    """Make ``folder`` hold the run of ``cfg`` (config key ``key``) trained and evaluated on ``split``: the one
+    protocol of the pipeline's jobs and the variants. A folder of another config is moved aside (kept), an
+    unfinished run resumes, ``install`` (a shipped teacher) replaces training when given, and ``prepare`` runs
+    before training (the backbone's pre-training). Returns what it did: cached | shipped | resumed | trained |
+    evaluated."""
+    from drkd_viz.engine.inference import evaluate_run
+    from drkd_viz.engine.trainer import train
+
+    state = run_state(folder, key, split)
+    if state == "finished":
+        return "cached"
+    if state == "stale":
+        stale = stale_place(folder, time.strftime("%Y%m%d-%H%M%S"))
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(folder), str(stale))
+    folder.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(folder)
+    run.mark(key, method, seed)
+    if run.read_manifest().get("status") == "finished":
+        status = "evaluated"
+    elif install is not None:
+        install()
+        status = "shipped"
+    else:
+        prepare()
+        resume = run.exists()
+        train(cfg, folder, resume=resume, quiet=quiet)
+        status = "resumed" if resume else "trained"
+    if not run.is_evaluated(split):
+        evaluate_run(folder, split=split, progress=not quiet)
+    return status
 
 
 def run_job(job: Job, quiet: bool, use_shipped: bool = True) -> None:
-    """Train (or resume, or install from the package's shipped weights) and evaluate one run."""
-    from drkd_viz.engine.inference import evaluate_run
-    from drkd_viz.engine.trainer import train
+    """Train (or resume, or install from the package's shipped weights) and evaluate one run on test."""
     from drkd_viz.experiments.shipped import find_shipped, install
 
-    state = _state(job)
-    if state == "finished":
-        job.status = "cached"
-        return
-    if state == "stale":
-        stale = job.folder.parent / ".stale" / f"{job.folder.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        stale.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(job.folder), str(stale))
-    job.folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(job.folder / "pipeline.json", {"config_key": job.key, "method": job.method, "seed": job.seed})
-    manifest = RunFolder(job.folder).read_manifest()
     shipped = find_shipped(job.key) if use_shipped and job.kind == "teacher" else None
-    if manifest.get("status") != "finished" and shipped is not None:
-        install(shipped, job.folder, job.config)
-        job.status = "shipped"
-    elif manifest.get("status") != "finished":
-        ensure_pretrained([job], quiet)
-        resume = (job.folder / "config.yaml").is_file()
-        train(job.config, job.folder, resume=resume, quiet=quiet)
-        job.status = "resumed" if resume else "trained"
-    else:
-        job.status = "evaluated"
-    if not (job.folder / "eval" / "test" / "metrics.json").is_file():
-        evaluate_run(job.folder, split="test", progress=not quiet)
+    job.status = ensure_run(
+        job.folder,
+        job.config,
+        job.key,
+        job.method,
+        job.seed,
+        "test",
+        quiet,
+        prepare=lambda: ensure_pretrained([job], quiet),
+        install=None if shipped is None else lambda: install(shipped, job.folder, job.config),
+    )
 
 
 def _run_job_in_worker(job: Job) -> str:
@@ -385,7 +410,7 @@ def run_pipeline(
     bar = tqdm(total=len(planned), desc=f"pipeline {preset.name}", unit="run", disable=quiet, position=0)
     # the teacher first (students need it), then the students: those to train in worker processes when
     # more than one can run at once, the rest (cached ones, or all when one at a time) here
-    todo = [job for job in planned[1:] if _state(job) != "finished"]
+    todo = [job for job in planned[1:] if job_state(job) != "finished"]
     parallel = todo if workers > 1 and len(todo) > 1 else []
     for job in planned:
         if job not in parallel:

@@ -7,10 +7,8 @@ RUNS/reports/PRESET/*.png         AP by size with 95 % intervals, per-class AP, 
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,10 +17,11 @@ import torch
 
 from drkd_viz.distill.config import ABLATIONS
 from drkd_viz.engine.data import open_split
-from drkd_viz.engine.runs import RunFolder, environment_info
 from drkd_viz.evaluation import METRIC_KEYS
 from drkd_viz.experiments.stats import paired_difference, summarize
 from drkd_viz.resources import configs_dir
+from drkd_viz.runs import RunFolder, RunsRoot, environment_info
+from drkd_viz.runs.reports import Report, training_seconds
 from drkd_viz.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 COST_IMAGES = 24  # test images each model is timed on
@@ -34,7 +33,7 @@ SPEED_KEYS = {"cpu_images_per_s": "speedup", "cpu_images_per_s_1thread": "speedu
 
 
 def model_costs(
-    run_dirs: dict[str, Path], images: list[torch.Tensor], rounds: int = COST_ROUNDS
+    run_dirs: dict[str, Path], images: list[torch.Tensor], rounds: int = COST_ROUNDS, timed: bool = True
 ) -> dict[str, dict[str, float]]:
     """Parameters, FLOPs per image and measured CPU inference images/s of each run's model, at batch 1, with
     torch's threads (``cpu_images_per_s``) and with one thread (``cpu_images_per_s_1thread``); for every role
@@ -44,7 +43,8 @@ def model_costs(
     through every model back to back (in an order that alternates between rounds), each model's time on an
     image is its best over the rounds, images/s is one over the median of those times, and the speed-up is
     the median over images of the per-image time ratio. A slow spell then hits both models of a pair alike,
-    and a spell that spoils one round of one image is dropped by the best-of-rounds."""
+    and a spell that spoils one round of one image is dropped by the best-of-rounds. ``timed=False``: parameters
+    and FLOPs only (timing a COCO-sized detector on a CPU takes long)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from drkd_viz.engine.inference import load_student
@@ -60,7 +60,7 @@ def model_costs(
                 model([images[0]])
             costs[role] = {"parameters": count_parameters(model), "gflops_per_image": counter.get_total_flops() / 1e9}
         threads = torch.get_num_threads()
-        for key, count in (("cpu_images_per_s", threads), ("cpu_images_per_s_1thread", 1)):
+        for key, count in [] if not timed else (("cpu_images_per_s", threads), ("cpu_images_per_s_1thread", 1)):
             torch.set_num_threads(count)
             try:
                 best = {role: [math.inf] * len(images) for role in roles}
@@ -101,20 +101,23 @@ def speed_ratio(costs: dict[str, Any], key: str = "cpu_images_per_s") -> float |
     return student[key] / teacher[key]
 
 
-def _metrics(job) -> dict[str, Any]:
-    return json.loads((job.folder / "eval" / "test" / "metrics.json").read_text())
+def _metrics(job, split: str = "test") -> dict[str, Any]:
+    return RunFolder(job.folder).read_eval_metrics(split)
 
 
-def collect(jobs: list, runs: Path) -> dict[str, Any]:
+def collect(jobs: list, runs: Path, split: str = "test") -> dict[str, Any]:
+    """Model name -> its runs, per-seed metrics on ``split``, summaries over seeds, gains over the baseline paired
+    by seed and the share of the teacher's lead they close. ``jobs``: anything with ``method`` (teacher,
+    baseline or a student's name), ``seed`` and ``folder`` (a run folder inside ``runs``)."""
     groups: dict[str, list] = {}
     for job in jobs:
         groups.setdefault(job.method, []).append(job)
-    teacher_ap = {k: _metrics(groups["teacher"][0])[k] for k in REPORTED}
-    baseline = {job.seed: _metrics(job) for job in groups.get("baseline", [])}
+    teacher_ap = {k: _metrics(groups["teacher"][0], split)[k] for k in REPORTED}
+    baseline = {job.seed: _metrics(job, split) for job in groups.get("baseline", [])}
     models: dict[str, Any] = {}
     for method in sorted(groups, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER)):
         members = sorted(groups[method], key=lambda j: j.seed)
-        per_seed = {job.seed: _metrics(job) for job in members}
+        per_seed = {job.seed: _metrics(job, split) for job in members}
         entry: dict[str, Any] = {
             "runs": [str(job.folder.relative_to(runs)) for job in members],
             "seeds": [job.seed for job in members],
@@ -222,10 +225,12 @@ def _ci(summary: dict, scale: float = 100.0) -> str:
 
 def markdown(report: dict) -> str:
     models, costs = report["models"], report["costs"]
+    data = report.get("data")
+    where = f"`{data['annotations']}`" if data else f"the embedded `{report['dataset']}` dataset"
     lines = [
         f"# drkd_viz experiments report — preset `{report['preset']}`",
         "",
-        f"Test split of the embedded `{report['dataset']}` dataset, {report['family']}. Seeds {report['seeds']}. "
+        f"{report.get('split', 'test').capitalize()} split of {where}, {report['family']}. Seeds {report['seeds']}. "
         f"Commit `{report['provenance']['git'].get('commit')}`"
         f"{' (with local changes)' if report['provenance']['git'].get('dirty') else ''}. "
         f"{wall_time_sentence(report)} AP in percent (COCO box AP × 100); "
@@ -264,10 +269,10 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for role, cost in costs.items():
-        one = cost.get("cpu_images_per_s_1thread")
+        speed, one = cost.get("cpu_images_per_s"), cost.get("cpu_images_per_s_1thread")
         lines.append(
             f"| {role} | {cost['parameters'] / 1e6:.2f} M | {cost['gflops_per_image']:.2f} | "
-            f"{cost['cpu_images_per_s']:.1f} | {'–' if one is None else f'{one:.1f}'} |"
+            f"{'not timed' if speed is None else f'{speed:.1f}'} | {'–' if one is None else f'{one:.1f}'} |"
         )
     ratio, ratio_one = speed_ratio(costs), speed_ratio(costs, "cpu_images_per_s_1thread")
     if ratio is not None:
@@ -309,18 +314,13 @@ def markdown(report: dict) -> str:
         lines.append(f"| {method} | {', '.join(entry['runs'])} | {wall} |")
     lines += [
         "",
-        "Figures: ![AP by size](ap_by_size.png) ![per-class AP](per_class.png) ![speed vs AP](speed_vs_ap.png)",
+        "Figures: ![AP by size](ap_by_size.png) ![per-class AP](per_class.png)"
+        + (" ![speed vs AP](speed_vs_ap.png)" if speed_ratio(costs) is not None else ""),
     ]
     if report.get("val_variants"):
         lines += val_appendix(report["val_variants"])
     lines.append("")
     return "\n".join(lines)
-
-
-def training_seconds(report: dict) -> float:
-    """What training every run of the report took, summed (a pipeline rerun reuses runs, so its own wall
-    time can be seconds)."""
-    return sum(entry.get("wall_seconds", 0.0) for entry in report.get("models", {}).values())
 
 
 def wall_time_sentence(report: dict) -> str:
@@ -341,16 +341,14 @@ def _pct(value: float | None) -> str:
 
 
 def figures(report: dict) -> dict[str, bytes]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from drkd_viz.utils.figures import figure_png, new_figure
 
     out = {}
-    models = report["models"]
+    models, split = report["models"], report.get("split", "test")
     names = list(models)
     sizes = ("AP", "APs", "APm", "APl")
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig = new_figure(8, 3.6)
+    ax = fig.subplots()
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         means = [models[name]["summary"][k]["mean"] * 100 for k in sizes]
@@ -367,42 +365,35 @@ def figures(report: dict) -> dict[str, bytes]:
         ax.bar([x + i * width for x in range(len(sizes))], means, width, yerr=errs, capsize=2, label=name)
     ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(sizes))], ["all", "small", "medium", "large"])
     ax.set_ylabel("box AP (%)")
-    ax.set_title("Test-split AP by object size (error bars: 95 % interval over seeds)")
+    ax.set_title(f"{split.capitalize()}-split AP by object size (error bars: 95 % interval over seeds)")
     ax.legend(fontsize=7, ncol=3)
-    out["ap_by_size.png"] = _png(fig)
+    out["ap_by_size.png"] = figure_png(fig, dpi=110)
 
     classes = list(models[names[0]]["per_class"])
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig = new_figure(8, 3.6)
+    ax = fig.subplots()
     for i, name in enumerate(names):
         values = [(models[name]["per_class"][c] or 0) * 100 for c in classes]
         ax.bar([x + i * width for x in range(len(classes))], values, width, label=name)
     ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(classes))], classes, rotation=30)
     ax.set_ylabel("AP (%)")
-    ax.set_title("Per-class test AP (mean over seeds)")
+    ax.set_title(f"Per-class {split} AP (mean over seeds)")
     ax.legend(fontsize=7, ncol=3)
-    out["per_class.png"] = _png(fig)
+    out["per_class.png"] = figure_png(fig, dpi=110)
 
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for name, entry in models.items():
-        role = "teacher" if name == "teacher" else "student"
-        speed = report["costs"][role]["cpu_images_per_s"]
-        ax.scatter(speed, entry["summary"]["AP"]["mean"] * 100, label=name)
-    ax.set_xlabel("CPU inference (images / s, batch 1)")
-    ax.set_ylabel("test AP (%)")
-    ax.set_title("Accuracy vs speed")
-    ax.legend(fontsize=7)
-    out["speed_vs_ap.png"] = _png(fig)
+    if all("cpu_images_per_s" in cost for cost in report["costs"].values()) and report["costs"]:
+        fig = new_figure(5, 3.6)
+        ax = fig.subplots()
+        for name, entry in models.items():
+            role = "teacher" if name == "teacher" else "student"
+            speed = report["costs"][role]["cpu_images_per_s"]
+            ax.scatter(speed, entry["summary"]["AP"]["mean"] * 100, label=name)
+        ax.set_xlabel("CPU inference (images / s, batch 1)")
+        ax.set_ylabel(f"{split} AP (%)")
+        ax.set_title("Accuracy vs speed")
+        ax.legend(fontsize=7)
+        out["speed_vs_ap.png"] = figure_png(fig, dpi=110)
     return out
-
-
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def read_val_record(path: Path) -> list[dict[str, Any]]:
@@ -437,19 +428,14 @@ def val_appendix(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def report_folder(runs: str | os.PathLike, preset: str) -> Path:
-    """Where a preset's report lives: presets share a runs folder (``study`` reuses ``demo``'s runs)."""
-    return Path(runs) / "reports" / preset
-
-
-def write_report(preset, jobs: list, runs: Path, wall_seconds: float) -> dict[str, Any]:
-    folder = report_folder(runs, preset.name)
+def write_report(preset, jobs: list, runs: Path, wall_seconds: float) -> Report:
+    folder = RunsRoot(runs).report_dir(preset.name)
     models = collect(jobs, runs)
     teacher = next(j for j in jobs if j.method == "teacher")
     student = next(j for j in jobs if j.kind == "student")
     test = open_split(teacher.config.data, "test", train=False)
     images = [test[i][0] for i in range(min(COST_IMAGES, len(test)))]
-    report = {
+    report: Report = {
         "preset": preset.name,
         "dataset": preset.dataset,
         "family": preset.family,
@@ -458,7 +444,11 @@ def write_report(preset, jobs: list, runs: Path, wall_seconds: float) -> dict[st
         "split": "test",
         "wall_seconds": wall_seconds,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "provenance": {**environment_info(), "runs": {j.name: {"config_key": j.key, "status": j.status} for j in jobs}},
+        "provenance": {
+            **environment_info(),
+            # by folder inside the runs folder (a study keeps its runs in RUNS/study/)
+            "runs": {j.folder.relative_to(runs).as_posix(): {"config_key": j.key, "status": j.status} for j in jobs},
+        },
         "models": models,
         "costs": model_costs({"teacher": teacher.folder, "student": student.folder}, images),
     }

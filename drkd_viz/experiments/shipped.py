@@ -94,21 +94,18 @@ def install(model: ShippedModel, run_dir: Path, cfg: RunConfig, folder: Path = S
 
     from drkd_viz.engine.config import dump_config
     from drkd_viz.engine.inference import torchvision_snippet
-    from drkd_viz.engine.runs import RunFolder, environment_info, now
     from drkd_viz.models.factory import DetectorConfig
+    from drkd_viz.runs import RunFolder, environment_info, now
 
     state = load_shipped_state(model, folder)
     run = RunFolder(run_dir)
-    export = run_dir / "export"
-    export.mkdir(parents=True, exist_ok=True)
+    run.export.mkdir(parents=True, exist_ok=True)
     num_classes = model.student_json["detector"]["num_classes"]
+    atomic_write_text(run.config, dump_config(replace(cfg, model=replace(cfg.model, num_classes=num_classes))))
+    atomic_write(run.export_weights, lambda fh: fh.write(save(state)))
+    atomic_write_json(run.export_info, model.student_json)
     atomic_write_text(
-        run_dir / "config.yaml", dump_config(replace(cfg, model=replace(cfg.model, num_classes=num_classes)))
-    )
-    atomic_write(export / "student.safetensors", lambda fh: fh.write(save(state)))
-    atomic_write_json(export / "student.json", model.student_json)
-    atomic_write_text(
-        export / "build_student.py",
+        run.export_builder,
         "# Builds the exported student with torchvision only.\n"
         "# Then: model.load_state_dict(safetensors.torch.load_file('student.safetensors'))\n"
         + torchvision_snippet(DetectorConfig(**model.student_json["detector"])),
@@ -160,18 +157,19 @@ def ship(run_dir: Path, name: str, config_key: str, command: str, folder: Path =
 
     from drkd_viz.data.synthetic import GENERATOR_VERSION
     from drkd_viz.engine.config import load_config
-    from drkd_viz.engine.runs import RunFolder
     from drkd_viz.models.weights import read_safetensors
+    from drkd_viz.runs import RunFolder
 
     run_dir = Path(run_dir)
-    state = read_safetensors(run_dir / "export" / "student.safetensors")
+    run = RunFolder(run_dir)
+    state = read_safetensors(run.export_weights)
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     folder.mkdir(parents=True, exist_ok=True)
     file = f"{name}.safetensors"
     atomic_write(folder / file, lambda fh: fh.write(save(half)))
     rounded = {k: v.float() if v.is_floating_point() else v for k, v in half.items()}
-    student_json = json.loads((run_dir / "export" / "student.json").read_text())
-    data = load_config(run_dir / "config.yaml").data
+    student_json = json.loads(run.export_info.read_text())
+    data = load_config(run.config).data
     detector = student_json["detector"]
     entry = ShippedModel(
         name=name,
@@ -180,10 +178,10 @@ def ship(run_dir: Path, name: str, config_key: str, command: str, folder: Path =
         bytes=(folder / file).stat().st_size,
         dtype="float16",
         config_key=config_key,
-        seed=int(RunFolder(run_dir).read_manifest().get("seed", 0)),
+        seed=int(run.read_manifest().get("seed", 0)),
         generator_version=GENERATOR_VERSION,
         # paths relative to the runs folder, as in the pipeline's config key
-        config_yaml=(run_dir / "config.yaml").read_text().replace(str(run_dir.resolve().parent), "<RUNS>"),
+        config_yaml=run.config.read_text().replace(str(run_dir.resolve().parent), "<RUNS>"),
         student_json=student_json,
         command=command,
         metrics={"test": _evaluate_state(detector, rounded, data, "test", None)},
@@ -206,9 +204,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--command", required=True, help="the command that rebuilds the run")
     args = parser.parse_args(argv)
-    from drkd_viz.experiments.pipeline import recorded_key
+    from drkd_viz.runs import RunFolder
 
-    key = recorded_key(args.run)
+    key = RunFolder(args.run).marked_key()
     if key is None:
         raise SystemExit(f"{args.run} has no pipeline.json: ship a run that drkd-viz pipeline trained")
     entry = ship(args.run, args.name, key, args.command)

@@ -10,7 +10,6 @@ Variants are cached like pipeline runs, by the hash of their resolved config, in
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,10 +17,9 @@ from typing import Any
 
 from drkd_viz.distill.config import formula
 from drkd_viz.engine.config import RunConfig, load_config, merge_sections
-from drkd_viz.engine.runs import RunFolder
 from drkd_viz.errors import UserError
-from drkd_viz.experiments.pipeline import PRESETS, ensure_pretrained, plan, student_key
-from drkd_viz.utils.io import atomic_write_json
+from drkd_viz.experiments.pipeline import PRESETS, ensure_pretrained, ensure_run, plan, student_key
+from drkd_viz.runs import RunFolder, RunsRoot
 
 VARIANT_METHODS = ("baseline", "feature_imitation", "pkd", "drkd")
 SHOWN = ("AP", "AP50", "APs", "APm", "APl")
@@ -83,30 +81,29 @@ def variant_config(runs: str | os.PathLike, preset: str, variant: Variant) -> Ru
 def train_variant(runs: str | os.PathLike, preset: str, variant: Variant, quiet: bool = False) -> dict[str, Any]:
     """Train (or reuse) a variant and evaluate it on ``val``. Returns name, folder, val metrics, whether it
     was cached, and the loss formula it minimised."""
-    from drkd_viz.engine.inference import evaluate_run
-    from drkd_viz.engine.trainer import train
-
     runs = Path(runs).resolve()
     cfg = variant_config(runs, preset, variant)
     jobs = plan(PRESETS[preset], runs)
     key = student_key(cfg, runs, jobs[0].key)
-    folder = runs / "variants" / f"{variant.name()}-{key[:10]}"
-    metrics_file = folder / "eval" / "val" / "metrics.json"
-    manifest = RunFolder(folder).read_manifest() if folder.exists() else {}
-    cached = manifest.get("status") == "finished" and metrics_file.is_file()
-    if not cached:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(folder / "pipeline.json", {"config_key": key, "method": variant.method, "seed": variant.seed})
-        if manifest.get("status") != "finished":
-            ensure_pretrained([next(j for j in jobs if j.method == "baseline")], quiet)  # the students' backbone
-            manifest = train(cfg, folder, resume=(folder / "config.yaml").is_file(), quiet=quiet)
-        if not metrics_file.is_file():
-            evaluate_run(folder, split="val", progress=not quiet)
-        manifest = RunFolder(folder).read_manifest()
+    folder = RunsRoot(runs).variants / f"{variant.name()}-{key[:10]}"
+    baseline = next(j for j in jobs if j.method == "baseline")
+    status = ensure_run(
+        folder,
+        cfg,
+        key,
+        variant.method,
+        variant.seed,
+        "val",
+        quiet,
+        prepare=lambda: ensure_pretrained([baseline], quiet),  # the students' backbone
+    )
+    run = RunFolder(folder)
+    manifest = run.read_manifest()
+    cached = status == "cached"
     return {
         "name": variant.name(),
         "folder": folder,
-        "metrics": json.loads(metrics_file.read_text()),
+        "metrics": run.read_eval_metrics("val"),
         "cached": cached,
         "formula": manifest.get("formula") or formula(cfg.distill),
         "variant": asdict(variant),
@@ -120,38 +117,18 @@ def val_metrics(runs: str | os.PathLike, names: list[str] | None = None):
 
     runs = Path(runs)
     rows = []
-    folders = sorted(p.parent.parent.parent for p in runs.glob("*/eval/val/metrics.json"))
-    folders += sorted(p.parent.parent.parent for p in runs.glob("variants/*/eval/val/metrics.json"))
+    candidates = sorted(runs.glob("*/")) + sorted(RunsRoot(runs).variants.glob("*/"))
+    folders = [folder for folder in candidates if RunFolder(folder).is_evaluated("val")]
     for folder in folders:
-        name = folder.name if folder.parent == runs else f"variants/{folder.name}"
+        name = folder.relative_to(runs).as_posix()
         if names is not None and name not in names:
             continue
-        metrics = json.loads((folder / "eval" / "val" / "metrics.json").read_text())
+        metrics = RunFolder(folder).read_eval_metrics("val")
         rows.append(
             {
                 "run": name,
-                "iterations": load_config(folder / "config.yaml").train.iterations,
+                "iterations": load_config(RunFolder(folder).config).train.iterations,
                 **{k: 100 * metrics[k] for k in SHOWN},
             }
         )
     return pd.DataFrame(rows, columns=["run", "iterations", *SHOWN])
-
-
-def ablation_table(report: dict[str, Any]):
-    """The report's students as a DataFrame: AP metrics (percent, mean over seeds), the gain over the
-    baseline with its 95 % interval, and the number of seeds."""
-    import pandas as pd
-
-    rows = []
-    for method, entry in report["models"].items():
-        row: dict[str, Any] = {"model": method, "seeds": len(entry["seeds"])}
-        row.update({k: 100 * entry["summary"][k]["mean"] for k in SHOWN})
-        gain = entry.get("gain_over_baseline")
-        for k in ("AP", "APs"):
-            if gain:
-                low, high = gain[k]["ci95"]
-                row[f"Δ{k}"] = 100 * gain[k]["mean"]
-                row[f"Δ{k} CI low"] = None if low is None else 100 * low
-                row[f"Δ{k} CI high"] = None if high is None else 100 * high
-        rows.append(row)
-    return pd.DataFrame(rows)

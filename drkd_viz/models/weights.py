@@ -151,13 +151,15 @@ def load_exported_detector(folder: str | os.PathLike) -> tuple[nn.Module, Detect
     import json
 
     from drkd_viz.models.factory import build_detector
+    from drkd_viz.runs import EXPORT_INFO, EXPORT_WEIGHTS, RunFolder
 
     folder = Path(folder)
-    export = folder / "export" if (folder / "export").is_dir() else folder
-    info_file = export / "student.json"
+    run = RunFolder(folder)
+    export = run.export if run.export.is_dir() else folder
+    info_file = export / EXPORT_INFO
     if not info_file.is_file():
         raise WeightsError(f"{folder} holds no exported detector (no export/student.json); is the run finished?")
     cfg = DetectorConfig(**json.loads(info_file.read_text())["detector"])
     model = build_detector(cfg)
-    load_weights(model, export / "student.safetensors")
+    load_weights(model, export / EXPORT_WEIGHTS)
     return model, cfg

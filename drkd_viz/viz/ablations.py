@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 def plot_ablations(table, title: str = "") -> Figure:
     """Gains over the baseline student (AP and AP_S, percent points) per model, with 95 % intervals over
-    seeds where there are several; ``table`` is :func:`drkd_viz.experiments.variants.ablation_table`."""
+    seeds where there are several; ``table`` is a report's :func:`drkd_viz.runs.reports.leaderboard`."""
     rows = table[table["model"].isin(["teacher", "baseline"]) == False].reset_index(drop=True)  # noqa: E712
     fig = Figure(figsize=(10, 0.55 * max(len(rows), 1) + 1.6), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)

@@ -6,18 +6,17 @@ current figure or an interactive backend: they render headless and in Streamlit 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
-from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
 
 from drkd_viz.analysis.models import ROLE_TITLES
+from drkd_viz.utils.figures import figure_png, new_figure  # noqa: F401  (the figures' own API)
 
 ROLE_COLORS: dict[str, str] = {
     "teacher": "#444444",
@@ -36,18 +35,6 @@ def role_title(role: str) -> str:
 
 def role_color(role: str) -> str:
     return ROLE_COLORS.get(role, "#2ca02c")
-
-
-def new_figure(width: float, height: float) -> Figure:
-    """A Figure of ``width`` x ``height`` inches (12 in at 100 dpi ≈ 1200 px) with constrained layout."""
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
-
-
-def figure_png(fig: Figure, dpi: int = 100) -> bytes:
-    """The figure as PNG bytes (downloads, tests)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    return buffer.getvalue()
 
 
 def image_array(image: torch.Tensor | np.ndarray) -> np.ndarray:

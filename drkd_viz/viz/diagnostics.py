@@ -55,7 +55,7 @@ def diagnostic_groups(columns: Iterable[str]) -> dict[str, list[str]]:
 
 def plot_diagnostics(frame, smooth: int = 1, title: str = "") -> Figure:
     """One panel per group of :data:`DIAGNOSTIC_GROUPS`, one line per logged column; ``frame``: a run's
-    metrics as a pandas DataFrame indexed by iteration (:func:`drkd_viz.dashboard.read_metrics`)."""
+    metrics as a pandas DataFrame indexed by iteration (:func:`drkd_viz.analysis.training.read_metrics`)."""
     groups = diagnostic_groups(frame.columns)
     if not groups:
         fig = new_figure(6, 1.6)

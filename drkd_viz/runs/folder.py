@@ -1,4 +1,4 @@
-"""The run folder: everything a run produced, in one place the notebooks and dashboard read.
+"""One run folder: everything a run produced, in one place the notebooks and the dashboard read.
 
 RUN/
   config.yaml          the fully resolved config (rerun with: drkd-viz train --config RUN/config.yaml)
@@ -8,41 +8,28 @@ RUN/
   checkpoints/iter_*/  see drkd_viz.engine.checkpoint
   export/              student.safetensors (plain torchvision state dict) + student.json (how to build it)
   eval/<split>/        metrics.json (the keys of `drkd-viz eval`) + detections.json (COCO results)
+  pipeline.json        written by `drkd-viz pipeline`: the config key the run was trained for
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import platform
-import socket
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from drkd_viz.utils.io import atomic_write_json
 
-# The runs folder when none is given, one rule for `pipeline`, `demo`, `app` and the notebooks: $DRKD_RUNS,
-# else runs/<folder> below the working directory. The study keeps its runs inside the demo's folder
-# (RUNS/study/) because it reuses the demo's data and teacher, so both presets default to runs/demo.
-RUNS_ENV = "DRKD_RUNS"
-PRESET_FOLDERS = {"quick": "quick", "demo": "demo", "study": "demo"}
-
-
-def default_runs(preset: str = "demo", base: str | os.PathLike | None = None) -> Path:
-    """The runs folder of ``preset`` when the user names none: ``$DRKD_RUNS``, else ``base/runs/<folder>``
-    (``base``: the working directory)."""
-    if os.environ.get(RUNS_ENV):
-        return Path(os.environ[RUNS_ENV]).expanduser()
-    return Path(base or ".") / "runs" / PRESET_FOLDERS.get(preset, preset)
-
-
-PACKAGES = ("drkd_viz", "torch", "torchvision", "numpy", "pillow", "pycocotools", "faster-coco-eval", "safetensors")
+# The export (RUN/export/, or any folder `drkd-viz export` writes): a plain torchvision state dict, how to build
+# the detector, and a torchvision-only script that builds it
+EXPORT_WEIGHTS = "student.safetensors"
+EXPORT_INFO = "student.json"
+EXPORT_BUILDER = "build_student.py"
+# An evaluation (RUN/eval/<split>/, or any folder `drkd-viz eval` writes): its metrics and the detections behind them
+EVAL_METRICS = "metrics.json"
+EVAL_DETECTIONS = "detections.json"
 
 
 @dataclass(frozen=True)
@@ -73,8 +60,45 @@ class RunFolder:
     def export(self) -> Path:
         return self.path / "export"
 
+    @property
+    def export_weights(self) -> Path:
+        return self.export / EXPORT_WEIGHTS
+
+    @property
+    def export_info(self) -> Path:
+        return self.export / EXPORT_INFO
+
+    @property
+    def export_builder(self) -> Path:
+        return self.export / EXPORT_BUILDER
+
+    @property
+    def pipeline_marker(self) -> Path:
+        return self.path / "pipeline.json"
+
+    def exists(self) -> bool:
+        """A run folder is one with a config (a run that started; it may be unfinished)."""
+        return self.config.is_file()
+
     def eval_dir(self, split: str) -> Path:
         return self.path / "eval" / split
+
+    def eval_metrics(self, split: str) -> Path:
+        return self.eval_dir(split) / EVAL_METRICS
+
+    def eval_detections(self, split: str) -> Path:
+        return self.eval_dir(split) / EVAL_DETECTIONS
+
+    def is_evaluated(self, split: str) -> bool:
+        return self.eval_metrics(split).is_file()
+
+    def read_eval_metrics(self, split: str) -> dict[str, Any]:
+        return json.loads(self.eval_metrics(split).read_text())
+
+    @property
+    def bulk(self) -> tuple[Path, ...]:
+        """What a copy of the run for its model alone can leave out: checkpoints, evaluations, TensorBoard."""
+        return self.checkpoints, self.path / "eval", self.tensorboard
 
     def read_manifest(self) -> dict[str, Any]:
         return json.loads(self.manifest.read_text()) if self.manifest.is_file() else {}
@@ -84,47 +108,26 @@ class RunFolder:
         atomic_write_json(self.manifest, manifest)
         return manifest
 
+    def mark(self, config_key: str, method: str, seed: int) -> None:
+        """Record which config the run is trained for (the pipeline's cache key): a run whose key changed is
+        stale, and its folder is moved aside before it is trained again."""
+        atomic_write_json(self.pipeline_marker, {"config_key": config_key, "method": method, "seed": seed})
+
+    def marked_key(self) -> str | None:
+        """The config key the run was trained for (its marker); None when absent or unreadable."""
+        try:
+            return (
+                json.loads(self.pipeline_marker.read_text()).get("config_key")
+                if self.pipeline_marker.is_file()
+                else None
+            )
+        except json.JSONDecodeError:
+            return None
+
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics.is_file():
             return []
         return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
-
-
-def git_commit() -> dict[str, Any]:
-    """The commit of the drkd_viz source tree this run used, and whether it had local changes."""
-    source = Path(__file__).resolve().parents[2]
-    if not (source / "pyproject.toml").is_file():  # an installed wheel: its folder may sit in anyone's repository
-        return {"commit": None, "dirty": None}
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        return {"commit": commit or None, "dirty": bool(dirty)} if commit else {"commit": None, "dirty": None}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
-def environment_info() -> dict[str, Any]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "host": socket.gethostname(),
-        "cpu_count": os.cpu_count(),
-        "packages": versions,
-        "git": git_commit(),
-    }
 
 
 def now() -> str:
