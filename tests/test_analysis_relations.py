@@ -154,7 +154,7 @@ def test_a_report_names_the_runs_to_load(quick_runs, tmp_path):
     }
     assert models.roles == ["teacher", "baseline", "feature_imitation", "drkd"]
     assert so.evaluation(runs, "drkd", seed=1, report=study).stats == so.evaluation(quick_runs, "drkd").stats
-    with pytest.raises(UserError, match=r"no 'drkd' run of seed 0 \(its seeds: \[1, 2\]\)"):
+    with pytest.raises(UserError, match=r"no 'baseline' run of seed 0 \(its seeds: \[1, 2\]\)"):
         load_model_set(runs, seed=0, report=study)
     with pytest.raises(UserError, match="no 'pkd' model"):
         so.evaluation(runs, "pkd", seed=1, report=study)
