@@ -179,11 +179,11 @@ def load_model_set(runs: str | os.PathLike, seed: int = 0, report: dict[str, Any
 
     runs = Path(runs)
     dirs = {role: run_dir(runs, role, seed, report) for role in MODEL_ROLES}
+    named = report_runs_of_seed(runs, report, seed) if report is not None else {}
     for role in OPTIONAL_ROLES:
-        if report is not None:
-            if role in report_runs_of_seed(runs, report, seed):
-                dirs[role] = run_dir(runs, role, seed, report)
-        elif RunFolder(runs / run_name(role, seed)).exists():
+        if role in named:
+            dirs[role] = run_dir(runs, role, seed, report)
+        elif report is None and RunFolder(runs / run_name(role, seed)).exists():
             dirs[role] = runs / run_name(role, seed)
     models = {}
     for role, folder in dirs.items():

@@ -107,7 +107,6 @@ class Session:
     scaler: torch.amp.GradScaler
     use_amp: bool
     start: int  # the first iteration to run (0, or the resumed checkpoint's)
-    resumed: bool
     loader: Any
     log: MetricsLog | None
 
@@ -218,7 +217,7 @@ def _start(
     log = MetricsLog(run, resume_from=start if latest else None) if info.is_main else None
     return Session(
         cfg, run, device, info, train_set, objective, model, groups, student_params, optimizer, scheduler, scaler,
-        use_amp, start, latest is not None, loader, log,
+        use_amp, start, loader, log,
     )  # fmt: skip
 
 
