@@ -30,14 +30,20 @@ test: setup
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-bench: setup
+bench: setup .venv-tide/bin/python
 	$(BIN)/python bench/eval_speed.py
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/drkd_overhead.py
 	$(BIN)/python bench/onnx_speed.py --run runs/demo/baseline-s0
 	$(BIN)/python bench/proposal_speed.py --runs runs/demo
 	$(BIN)/python bench/install_size.py
+	$(BIN)/python bench/error_analysis.py --runs runs/demo
 	$(BIN)/python bench/app_latency.py --runs runs/demo
 
+# tidecv (TIDE's authors' package), only for bench/error_analysis.py's comparison: it needs opencv-python and
+# seaborn, which the project does not depend on, so it lives in an environment of its own
+.venv-tide/bin/python:
+	python3 -m venv .venv-tide && .venv-tide/bin/pip install -q tidecv==1.0.1 "numpy<2"
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-tide runs .pytest_cache .ruff_cache

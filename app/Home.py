@@ -30,6 +30,7 @@ else:
         "Results": [
             overview,
             st.Page("views/small_objects.py", title="Small objects", icon=":material/zoom_in:"),
+            st.Page("views/errors.py", title="Errors", icon=":material/rule:"),
             st.Page("views/ablations.py", title="Ablations", icon=":material/science:"),
             st.Page("views/runs.py", title="Runs", icon=":material/show_chart:"),
         ],

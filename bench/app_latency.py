@@ -58,6 +58,7 @@ SCENARIOS = (
     Scenario("attribution", "Attribution", "slider", "Map opacity"),
     Scenario("ablations", "Ablations", "selectbox", "Chart", ("AP", "ΔAP")),
     Scenario("runs", "Runs", "slider", "Smoothing"),
+    Scenario("errors", "Errors", "slider", "Images per direction"),
 )
 BUILD = Scenario("build", "Build runs", "none")
 

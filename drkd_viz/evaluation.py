@@ -263,27 +263,41 @@ def match_detections(
     threshold ``iou`` (any value in (0, 1], not only COCO's ten) and area range ``area`` (all, small, medium,
     large): the same greedy rule, crowd handling and ignore flags the AP beside it uses, so the true positives
     counted here are exactly those behind its recall."""
+    return match_detections_by_area(gt, detections, iou, (area,), max_dets)[area]
+
+
+def match_detections_by_area(
+    gt: dict | str | os.PathLike,
+    detections: list[dict] | str | os.PathLike,
+    iou: float = 0.5,
+    areas: tuple[str, ...] = AREA_NAMES,
+    max_dets: int = 100,
+) -> dict[str, Matches]:
+    """:func:`match_detections` for several area ranges from one COCOeval run (it computes each image's IoUs
+    once and matches them once per range), keyed by area name."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     if not 0 < iou <= 1:
         raise DetectionsError(f"iou must be in (0, 1], got {iou}")
-    if area not in AREA_NAMES:
-        raise DetectionsError(f"area must be one of {list(AREA_NAMES)}, got {area!r}")
+    unknown = [a for a in areas if a not in AREA_NAMES]
+    if unknown or not areas:
+        raise DetectionsError(f"each area must be one of {list(AREA_NAMES)}, got {list(areas)}")
     gt_data = read_json(gt, "ground-truth annotation file") if not isinstance(gt, dict) else gt
     gt_data, _ = validate_coco(gt_data, source="ground truth", fix=False)
     if isinstance(detections, (str, os.PathLike)):
         detections = read_json(Path(detections), "detections file")
     detections = validate_detections(detections, gt_data)
-    objects: list[dict[str, Any]] = []
-    rows: list[dict[str, Any]] = []
+    ranges = [_AREA_RANGES[AREA_NAMES.index(a)] for a in areas]
+    objects: dict[str, list[dict[str, Any]]] = {a: [] for a in areas}
+    rows: dict[str, list[dict[str, Any]]] = {a: [] for a in areas}
     if not detections:  # pycocotools cannot load an empty result list: every counted object is missed
         for ann in gt_data["annotations"]:
             ann_area = ann.get("area", ann["bbox"][2] * ann["bbox"][3])
-            low, high = _AREA_RANGES[AREA_NAMES.index(area)]
-            if not ann.get("iscrowd", 0) and low <= ann_area <= high:
-                objects.append(_object_row(ann, ann_area, -1, None, None))
-        return Matches(iou, area, objects, rows)
+            for name, (low, high) in zip(areas, ranges, strict=True):
+                if not ann.get("iscrowd", 0) and low <= ann_area <= high:
+                    objects[name].append(_object_row(ann, ann_area, -1, None, None))
+        return {a: Matches(iou, a, objects[a], rows[a]) for a in areas}
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = gt_data
@@ -292,12 +306,14 @@ def match_detections(
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         evaluator.params.iouThrs = np.array([iou])
         evaluator.params.maxDets = [max_dets]
-        evaluator.params.areaRng = [list(_AREA_RANGES[AREA_NAMES.index(area)])]
-        evaluator.params.areaRngLbl = [area]
+        evaluator.params.areaRng = [list(r) for r in ranges]
+        evaluator.params.areaRngLbl = list(areas)
         evaluator.evaluate()
+    area_of = {tuple(r): a for r, a in zip(evaluator.params.areaRng, areas, strict=True)}
     for result in evaluator.evalImgs:
         if result is None:
             continue
+        area = area_of[tuple(result["aRng"])]
         key = (result["image_id"], result["category_id"])
         matrix = evaluator.ious[key]  # detections by score (top max_dets) x objects in their stored order
         column = {g["id"]: j for j, g in enumerate(evaluator._gts[key])}
@@ -309,14 +325,14 @@ def match_detections(
             det_id = int(result["gtMatches"][0][j])
             overlap = float(matrix[row_of[det_id], column[ann_id]]) if det_id else None
             score = float(coco_dt.anns[det_id]["score"]) if det_id else None
-            objects.append(
+            objects[area].append(
                 _object_row(ann, ann.get("area", ann["bbox"][2] * ann["bbox"][3]), det_id - 1, score, overlap)
             )
         for i, det_id in enumerate(result["dtIds"]):
             matched = int(result["dtMatches"][0][i])
             det = coco_dt.anns[det_id]
             outcome = "ignored" if result["dtIgnore"][0][i] else "tp" if matched else "fp"
-            rows.append(
+            rows[area].append(
                 {
                     "det_index": det_id - 1,
                     "image_id": det["image_id"],
@@ -328,9 +344,10 @@ def match_detections(
                     "iou": float(matrix[i, column[matched]]) if matched else None,
                 }
             )
-    objects.sort(key=lambda r: (r["image_id"], r["ann_id"]))
-    rows.sort(key=lambda r: r["det_index"])
-    return Matches(iou, area, objects, rows)
+    for area in areas:
+        objects[area].sort(key=lambda r: (r["image_id"], r["ann_id"]))
+        rows[area].sort(key=lambda r: r["det_index"])
+    return {a: Matches(iou, a, objects[a], rows[a]) for a in areas}
 
 
 _AREA_RANGES = ((0.0, 1e10), (0.0, 32.0**2), (32.0**2, 96.0**2), (96.0**2, 1e10))  # COCOeval's areaRng, in order

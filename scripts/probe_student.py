@@ -200,6 +200,10 @@ LADDER: dict[str, tuple[str, list[str]]] = {
         ["distill.pr_weight=6.0", "distill.glore_zero_init=true", "distill.weight_schedule=constant"],
     ),
     "ladder-fi-x20-constant": ("feature_imitation-s0", ["distill.fi_weight=3.0", "distill.weight_schedule=constant"]),
+    # round 5 runs the queued rungs above in one session on one machine; the same config gives different val AP
+    # on different CPUs, so the two defaults they are compared with are rerun beside them under their own names
+    "ladder-round5-pr-6-zero-init": ("drkd-s0", ["distill.pr_weight=6.0", "distill.glore_zero_init=true"]),
+    "ladder-round5-fi-x20": ("feature_imitation-s0", ["distill.fi_weight=3.0"]),
     # a null control: DRKD's modules built and stepped (the same random draws as ladder-drkd) with every λ
     # ~0, so its distance to ladder-baseline is what one seed's noise does, not what distillation does
     "ladder-lambda-1e-9": (

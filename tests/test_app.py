@@ -105,7 +105,8 @@ def test_runs_page_training_curves(app):
     app.switch_page("views/runs.py").run()
     _ok(app)
     assert app.title[0].value == "Runs"
-    assert _images(app) == 2  # training curves, and the diagnostics of a distillation run
+    assert len(app.get("vega_lite_chart")) == 1  # the training curves, interactive
+    assert _images(app) == 1  # the diagnostics of a distillation run
     assert set(app.multiselect(key="runs_chosen").value) == {"baseline-s0", "feature_imitation-s0", "drkd-s0"}
     # the baseline logs no diagnostics: only the distillation runs are offered
     # the baseline logs ‖∇L_det‖ and its clip factor too: the reference a distilled run is read against
@@ -119,7 +120,10 @@ def test_runs_page_training_curves(app):
     app.toggle(key="runs_log").set_value(True).run()
     app.toggle(key="runs_ratio").set_value(True).run()
     _ok(app)
-    assert _images(app) == 2
+    assert _images(app) == 1
+    spec = json.loads(app.get("vega_lite_chart")[0].proto.spec)
+    assert spec["title"]["text"] if isinstance(spec["title"], dict) else spec["title"]  # a titled chart
+    assert "÷ detection loss" in json.dumps(spec, ensure_ascii=False) and '"log"' in json.dumps(spec)
     runs_table = app.dataframe[0].value
     assert set(runs_table["run"]) == {"teacher", "baseline-s0", "feature_imitation-s0", "drkd-s0"}
 
@@ -164,7 +168,8 @@ def test_small_objects_page(app):
     app.switch_page("views/small_objects.py").run()
     _ok(app)
     assert app.title[0].value == "Small objects"
-    assert _images(app) >= 4  # AP by size, PR curves, per-class gains, found / missed gallery
+    assert len(app.get("vega_lite_chart")) == 2  # AP by size and the PR curves, interactive
+    assert _images(app) >= 2  # per-class gains, found / missed gallery
     app.selectbox(key="small_area").select("medium").run()
     _ok(app)
     app.selectbox(key="small_iou").select("IoU 0.50 (AP50)").run()
@@ -178,7 +183,31 @@ def test_small_objects_page(app):
     assert "found by `feature_imitation` and missed by the baseline" in text
     assert "found by the baseline and missed by `feature_imitation`" in text  # the reverse is shown too
     has_objects = "small_image" in [w.key for w in app.selectbox]  # the one-image view needs an object
-    assert _images(app) == (5 if has_objects else 4)
+    assert _images(app) == (3 if has_objects else 2)
+
+
+def test_errors_page(app):
+    app.switch_page("views/errors.py").run()
+    _ok(app)
+    assert app.title[0].value == "Errors"
+    charts = app.get("vega_lite_chart")
+    assert len(charts) == 3  # the breakdown, the differences to the baseline, the confusion matrix
+    text = _texts(app)
+    assert re.search(r"\*\*drkd\*\* (recovers|loses) \*\*\d+\.\d\d\*\* AP50 points of missed small objects", text), text
+    breakdown = app.dataframe[0].value
+    assert {"model", "classification", "missed", "all false positives"} <= set(breakdown.columns)
+    assert set(breakdown["model"]) == {"teacher", "baseline", "feature_imitation", "drkd"}
+    app.radio(key="errors_size").set_value("all").run()
+    _ok(app)
+    assert app.dataframe[0].value.equals(breakdown) is False  # another size, other numbers
+    app.slider(key="errors_threshold").set_value(0.05).run()  # the quick models' scores are low
+    app.toggle(key="errors_cm_diff").set_value(True).run()
+    _ok(app)
+    assert "− baseline" in json.dumps(json.loads(app.get("vega_lite_chart")[2].proto.spec), ensure_ascii=False)
+    app.selectbox(key="errors_student").select("feature_imitation").run()
+    _ok(app)
+    assert "`feature_imitation` does better than the baseline on" in _texts(app)
+    assert _images(app) == 2  # the images where the student does better, and worse
 
 
 def test_pixel_relations_page(app):
@@ -267,11 +296,11 @@ def test_model_pages_load_the_runs_of_the_chosen_report_and_seed(monkeypatch, qu
     _ok(at)
     at.sidebar.selectbox(key="seed").select(2).run()
     _ok(at)
-    for page in ("pixel_relations", "instance_relations", "attribution", "small_objects"):
+    for page in ("pixel_relations", "instance_relations", "attribution", "small_objects", "errors"):
         at.switch_page(f"views/{page}.py").run()
         _ok(at)
         text = _texts(at)
-        if page != "small_objects":
+        if page not in ("small_objects", "errors"):
             assert "Models of report `study`, seed 2" in text, page
             assert "drkd `study/drkd-s2`" in text and "teacher `study/teacher`" in text, page
             assert "`drkd-s0`" not in text
@@ -310,7 +339,7 @@ def test_a_report_from_runs_in_two_folders_opens_every_page(monkeypatch, quick_r
     _ok(at)
     assert at.sidebar.selectbox(key="report").value == "mine"
     assert set(at.dataframe[0].value["model"]) == {"teacher", "baseline", "feature_imitation", "drkd"}
-    pages = ("runs", "ablations", "small_objects", "pixel_relations", "instance_relations", "attribution")
+    pages = ("runs", "ablations", "small_objects", "errors", "pixel_relations", "instance_relations", "attribution")
     for page in pages:
         at.switch_page(f"views/{page}.py").run()
         _ok(at)

@@ -110,3 +110,39 @@ def test_upload_an_image_and_a_bad_one(browser_page, server, quick_runs, artifac
     bad.write_bytes(b"this is not a PNG file")
     uploader.set_input_files(str(bad))
     page.get_by_text("not an image file Pillow can decode").wait_for()
+
+
+def test_errors_chart_hover_and_click(browser_page, server, artifacts):
+    """The Errors page's breakdown chart: hovering a bar shows its numbers in a tooltip, clicking it filters
+    the image gallery to that model's errors of that type (the page says so)."""
+    url, _ = server
+    page = browser_page
+    driver.open_page(page, url, driver.Scenario("errors", "Errors", "none"))
+    driver.settle(page)
+    chart = page.get_by_test_id("stVegaLiteChart").first
+    chart.scroll_into_view_if_needed()
+    marks = chart.locator("canvas, svg.marks").first
+    marks.wait_for()
+    box = marks.bounding_box()
+    assert box is not None
+    tooltip = page.locator("#vg-tooltip-element")
+    spot = None
+    # the bars stand on the x axis: sweep just above it until the pointer is over one and its tooltip shows
+    for y_share in (0.8, 0.75, 0.7):
+        for step in range(4, 96, 2):
+            x, y = box["x"] + box["width"] * step / 100, box["y"] + box["height"] * y_share
+            page.mouse.move(x, y)
+            if tooltip.count() and "visible" in (tooltip.get_attribute("class") or ""):
+                spot = (x, y)
+                break
+        if spot:
+            break
+    assert spot is not None, "no bar showed a tooltip"
+    text = tooltip.inner_text()
+    assert "AP50 recovered by fixing it" in text and "model" in text, text
+    page.screenshot(path=str(artifacts / "errors_hover.png"))
+    page.mouse.click(*spot)
+    expect(page.get_by_text("Filtered by the chart")).to_have_count(1, timeout=120_000)
+    driver.settle(page)
+    driver._check_no_exception(page)
+    page.screenshot(path=str(artifacts / "errors_selected.png"))

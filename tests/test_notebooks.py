@@ -44,6 +44,15 @@ assert set(chosen["scores"]) == {"teacher", "baseline", "drkd"}
 assert all(0.0 <= s <= 1.0 for s in chosen["scores"].values())
 """
     ],
+    "06_errors": [
+        """
+images_viewer.children[1].value = "worse"  # the images where the student does worse than the baseline
+images_viewer.children[0].value = "all"
+assert last["direction"] == "worse" and last["size"] == "all", last
+assert last["ranked"] >= len(last["images"]), last
+assert set(table["error"]) == {*de.ERROR_TYPES, *de.SPECIAL_TYPES}
+"""
+    ],
     "04_ablations": [
         """
 panel.refresh()  # the notebook trained a variant outside the panel since it was drawn

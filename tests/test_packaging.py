@@ -91,8 +91,8 @@ def test_core_install_is_lean():
     core = {Requirement(r).name.lower() for r in project["dependencies"]}
     extras = project["optional-dependencies"]
     assert not core & {"streamlit", "jupyterlab", "ipywidgets", "tensorboard", "pytest", "playwright", "onnx"}
-    assert {Requirement(r).name for r in extras["app"]} == {"streamlit"}
-    assert {Requirement(r).name for r in extras["notebooks"]} == {"jupyterlab", "ipywidgets"}
+    assert {Requirement(r).name for r in extras["app"]} == {"streamlit", "altair"}
+    assert {Requirement(r).name for r in extras["notebooks"]} == {"jupyterlab", "ipywidgets", "altair"}
     assert "drkd_viz[app,notebooks,tensorboard,onnx]" in extras["dev"]
     setup = (REPO / "scripts" / "setup.sh").read_text()
     assert 'demo) EXTRAS="app,notebooks"' in setup and 'test) EXTRAS="dev"' in setup

@@ -29,6 +29,11 @@ def show_png(png: bytes, file_name: str, key: str, caption: str | None = None, w
     st.download_button("Download PNG", png, file_name=file_name, mime="image/png", key=f"{key}_png", on_click="ignore")
 
 
+def png_download(png: bytes, file_name: str, key: str) -> None:
+    """The PNG download of a figure the page shows as an interactive chart."""
+    st.download_button("Download PNG", png, file_name=file_name, mime="image/png", key=f"{key}_png", on_click="ignore")
+
+
 def show_table(frame, file_name: str, key: str, **kwargs: Any) -> None:
     st.dataframe(frame, hide_index=True, key=f"{key}_table", **kwargs)
     st.download_button(

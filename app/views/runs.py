@@ -10,6 +10,7 @@ from _shared import context, figures, widgets
 
 from drkd_viz.analysis.training import DISTILL_TERMS, detection_loss, read_metrics, run_summary
 from drkd_viz.runs import RunFolder, inside, run_folders
+from drkd_viz.viz import charts
 from drkd_viz.viz.diagnostics import HOW_TO_READ, diagnostic_groups, plot_diagnostics
 
 ctx = context.current()
@@ -85,7 +86,19 @@ def curves(root: str, keys: tuple, terms: tuple[str, ...], smooth: int, log_scal
 with right:
     if chosen and terms:
         keys = tuple((n, (s := metrics_file(n).stat()).st_mtime, s.st_size) for n in chosen)
-        widgets.show_png(
+        shown = {}
+        for name, mtime, size in keys:
+            frame = metrics(ctx.root_key, name, mtime, size)
+            shown[name] = (
+                frame[[t for t in terms if t in frame]].div(frame["detection loss"], axis=0) if ratio else frame
+            )
+        title = (
+            "Training terms"
+            + (" ÷ detection loss" if ratio else "")
+            + (f", {smooth}-iteration average" if smooth > 1 else "")
+        )
+        st.altair_chart(charts.training_curves_chart(shown, list(terms), smooth, log_scale, title), width="stretch")
+        widgets.png_download(
             curves(ctx.root_key, keys, tuple(terms), smooth, log_scale, ratio), "training_curves.png", "runs_curves"
         )
     else:

@@ -7,6 +7,7 @@ import streamlit as st
 from _shared import context, widgets
 
 from drkd_viz.analysis import small_objects as so
+from drkd_viz.viz import charts
 from drkd_viz.viz import small_objects as vso
 
 ctx = context.current()
@@ -34,9 +35,10 @@ def ap_figure(root: str, preset: str, stamp: float, shown: tuple[str, ...]) -> b
 st.subheader("AP by object size")
 shown = st.multiselect("Models", models, default=models, key="small_models")
 if shown:
-    widgets.show_png(ap_figure(ctx.root_key, ctx.preset, ctx.stamp, tuple(shown)), "ap_by_size.png", "small_ap")
     table = ap_table(ctx.root_key, ctx.preset, ctx.stamp)
     table = table[table["model"].isin(shown)]
+    st.altair_chart(charts.ap_by_size_chart(table), width="stretch")
+    widgets.png_download(ap_figure(ctx.root_key, ctx.preset, ctx.stamp, tuple(shown)), "ap_by_size.png", "small_ap")
     wide = table.pivot(index="model", columns="size", values=["mean", "ci_low", "ci_high"]) * 100  # percent
     wide = wide.reindex(index=shown, columns=[(v, z) for z in so.SIZE_KEYS for v in ("mean", "ci_low", "ci_high")])
     wide.columns = [f"AP {z} (%)" if v == "mean" else f"{z} CI {v[3:]}" for v, z in wide.columns]
@@ -67,8 +69,10 @@ def curves_figure(
 
 
 if roles:
+    frame = curves(ctx.root_key, ctx.preset, ctx.stamp, tuple(roles), ctx.seed, IOUS[iou_name])
+    st.altair_chart(charts.pr_curves_chart(frame, area), width="stretch")
     png = curves_figure(ctx.root_key, ctx.preset, ctx.stamp, tuple(roles), ctx.seed, IOUS[iou_name], area)
-    widgets.show_png(png, f"pr_{area}.png", "small_pr")
+    widgets.png_download(png, f"pr_{area}.png", "small_pr")
 
 st.subheader("Per-class gains over the baseline")
 method = st.selectbox("Method", students, index=students.index("drkd") if "drkd" in students else 0, key="small_method")

@@ -38,7 +38,9 @@ DEFAULT_ROLES: tuple[str, ...] = ("teacher", "baseline", "drkd")
 
 
 # ---- locating things in a runs folder -----------------------------------------------------------------------
-def _detections_path(runs: str | os.PathLike, role: str, seed: int, report: dict[str, Any] | None = None) -> Path:
+def detections_file(runs: str | os.PathLike, role: str, seed: int, report: dict[str, Any] | None = None) -> Path:
+    """A run's stored detections on the report's split (test without a report); a UserError says how to make
+    them when they are missing."""
     split = "test" if report is None else report.get("split", "test")
     path = RunFolder(run_dir(runs, role, seed, report)).eval_detections(split)
     if not path.is_file():
@@ -49,7 +51,8 @@ def _detections_path(runs: str | os.PathLike, role: str, seed: int, report: dict
     return path
 
 
-def _gt_path(runs: str | os.PathLike, report: dict[str, Any] | None = None) -> Path:
+def ground_truth_file(runs: str | os.PathLike, report: dict[str, Any] | None = None) -> Path:
+    """The annotations of the split the report was measured on (the runs folder's test split without one)."""
     if report is not None:
         path = report_split_files(runs, report)[1]
         if not path.is_file():
@@ -61,7 +64,7 @@ def _gt_path(runs: str | os.PathLike, report: dict[str, Any] | None = None) -> P
     return path
 
 
-def _stamp(path: Path) -> tuple[str, int]:
+def file_stamp(path: Path) -> tuple[str, int]:
     """Cache key of a file: a rewritten file (new mtime) is read again."""
     return str(path.resolve()), path.stat().st_mtime_ns
 
@@ -138,7 +141,9 @@ def _evaluation(gt: tuple[str, int], detections: tuple[str, int]) -> EvalResult:
 def evaluation(runs: str | os.PathLike, role: str, seed: int = 0, report: dict[str, Any] | None = None) -> EvalResult:
     """COCOeval of a run's stored test detections (cached per file version: the result is shared, read it only).
     ``report``: take the run it names (see :func:`drkd_viz.analysis.models.run_dir`)."""
-    return _evaluation(_stamp(_gt_path(runs, report)), _stamp(_detections_path(runs, role, seed, report)))
+    return _evaluation(
+        file_stamp(ground_truth_file(runs, report)), file_stamp(detections_file(runs, role, seed, report))
+    )
 
 
 def pr_curves(
@@ -224,8 +229,8 @@ def match_objects(
     """
     if not 0 < iou <= 1:
         raise UserError(f"iou must be in (0, 1], got {iou}")
-    gt = _stamp(_gt_path(runs, report))
-    matching = _matching(gt, _stamp(_detections_path(runs, role, seed, report)), float(iou))
+    gt = file_stamp(ground_truth_file(runs, report))
+    matching = _matching(gt, file_stamp(detections_file(runs, role, seed, report)), float(iou))
     names = {c["id"]: c["name"] for c in _gt(gt)["categories"]}
     rows = []
     for obj in matching.objects:
@@ -260,8 +265,8 @@ def image_detections(
 ) -> pd.DataFrame:
     """A run's stored test detections on one image with score ≥ ``score_threshold``, highest first.
     Columns: ``bbox`` (COCO x, y, w, h), ``score``, ``category_id``, ``category``."""
-    names = {c["id"]: c["name"] for c in _gt(_stamp(_gt_path(runs, report)))["categories"]}
-    dets = _detections_by_image(_stamp(_detections_path(runs, role, seed, report))).get(image_id, [])
+    names = {c["id"]: c["name"] for c in _gt(file_stamp(ground_truth_file(runs, report)))["categories"]}
+    dets = _detections_by_image(file_stamp(detections_file(runs, role, seed, report))).get(image_id, [])
     rows = [
         {
             "bbox": tuple(float(v) for v in d["bbox"]),

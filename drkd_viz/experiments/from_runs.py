@@ -124,7 +124,7 @@ def report_from_runs(
     ``out`` is ``RUNS/reports/NAME``; see the module's docstring for what the runs must share."""
     from drkd_viz.engine.data import open_split
     from drkd_viz.engine.inference import evaluate_run
-    from drkd_viz.experiments.report import COST_IMAGES, collect, figures, markdown, model_costs
+    from drkd_viz.experiments.report import COST_IMAGES, collect, error_section, figures, markdown, model_costs
 
     started = time.time()
     out = Path(out).resolve()
@@ -180,6 +180,7 @@ def report_from_runs(
         },
         "models": collect(runs, root, split),
         "costs": costs,
+        "errors": error_section(runs, annotations, split),
     }
     report["wall_seconds"] = time.time() - started
     atomic_write_json(out / "report.json", report)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from drkd_viz.analysis.detection_errors import errors_for_report
 from drkd_viz.distill.config import ABLATIONS
 from drkd_viz.engine.data import open_split
 from drkd_viz.evaluation import METRIC_KEYS
@@ -308,6 +309,7 @@ def markdown(report: dict) -> str:
             + " | ".join("–" if entry["per_class"][n] is None else f"{entry['per_class'][n] * 100:.1f}" for n in names)
             + " |"
         )
+    lines += error_lines(report)
     lines += ["", "## Runs", "", "| model | runs | wall time (min) |", "|---|---|---|"]
     for method, entry in models.items():
         wall = "shipped with the package" if entry.get("shipped") else f"{entry['wall_seconds'] / 60:.1f}"
@@ -321,6 +323,57 @@ def markdown(report: dict) -> str:
         lines += val_appendix(report["val_variants"])
     lines.append("")
     return "\n".join(lines)
+
+
+def error_lines(report: dict) -> list[str]:
+    """The error breakdown table of report.md: AP50 lost to each TIDE error type, all objects and small ones,
+    and each student's difference to the baseline (paired by seed)."""
+    errors = report.get("errors")
+    if not errors:
+        return []
+    kinds = [*errors["types"], "false_positives", "false_negatives"]
+    titles = ["cls", "loc", "both", "dupe", "bkg", "miss", "all FP", "all FN"]
+    lines = [
+        "",
+        "## Where AP50 goes (TIDE error types, IoU 0.5; AP points a fix gives back, mean over seeds)",
+        "",
+        "| model | size | AP50 | " + " | ".join(titles) + " |",
+        "|---|---|---|" + "---|" * len(titles),
+    ]
+    for model, sizes in errors["models"].items():
+        for size in ("all", "small"):
+            cell = sizes.get(size)
+            if cell is None or cell["ap50"] is None:
+                continue
+            values = " | ".join(_points(cell[k]["recovered"]) for k in kinds)
+            lines.append(f"| {model} | {size} | {cell['ap50'] * 100:.1f} | {values} |")
+    if errors.get("vs_baseline"):
+        lines += [
+            "",
+            "Student − baseline, AP50 points lost to each type (< 0: the student loses less; paired by seed, "
+            "95 % interval when there are several seeds):",
+            "",
+            "| model | size | " + " | ".join(titles) + " |",
+            "|---|---|" + "---|" * len(titles),
+        ]
+        for model, sizes in errors["vs_baseline"].items():
+            for size in ("all", "small"):
+                if size not in sizes:
+                    continue
+                cells = []
+                for k in kinds:
+                    gain = sizes[size].get(k)
+                    low, high = gain["ci95"] if gain else (None, None)
+                    text = "–" if not gain or gain["mean"] is None else f"{gain['mean'] * 100:+.2f}"
+                    if low is not None and high is not None:
+                        text += f" [{low * 100:+.1f}, {high * 100:+.1f}]"
+                    cells.append(text)
+                lines.append(f"| {model} | {size} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _points(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.2f}"
 
 
 def wall_time_sentence(report: dict) -> str:
@@ -428,6 +481,15 @@ def val_appendix(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def error_section(jobs: list, annotations: Path, split: str) -> dict[str, Any]:
+    """TIDE's error breakdown of every run of the report on ``split`` (the report's ``errors``)."""
+    detections: dict[str, dict[int, Path]] = {}
+    for job in jobs:
+        detections.setdefault(job.method, {})[job.seed] = RunFolder(job.folder).eval_detections(split)
+    ordered = sorted(detections, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER))
+    return errors_for_report(annotations, {m: detections[m] for m in ordered})
+
+
 def write_report(preset, jobs: list, runs: Path, wall_seconds: float) -> Report:
     folder = RunsRoot(runs).report_dir(preset.name)
     models = collect(jobs, runs)
@@ -453,6 +515,7 @@ def write_report(preset, jobs: list, runs: Path, wall_seconds: float) -> Report:
         "costs": model_costs({"teacher": teacher.folder, "student": student.folder}, images),
     }
     report["scientific_bar"] = scientific_bar(report["models"], report["costs"])
+    report["errors"] = error_section(jobs, RunsRoot(runs).split_files("test")[1], "test")
     if preset.val_record:
         report["val_variants"] = read_val_record(configs_dir() / preset.val_record)
     atomic_write_json(folder / "report.json", report)

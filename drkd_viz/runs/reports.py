@@ -60,6 +60,7 @@ class Report(TypedDict, total=False):
     costs: dict[str, dict[str, float]]  # teacher / student: parameters, GFLOPs, CPU images/s, speed-ups
     scientific_bar: list[dict[str, Any]]
     val_variants: list[dict[str, Any]]
+    errors: dict[str, Any]  # TIDE's error breakdown by size (drkd_viz.analysis.detection_errors.errors_for_report)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,597 @@
+"""Why a detector loses AP, per object size: TIDE's error types, confusion matrices and an image-level comparison.
+
+TIDE (Bolya et al., ECCV 2020) looks at every false positive and every missed object at IoU 0.5 and names one
+cause for each, then reports how much AP50 would come back if every error of one type were fixed:
+
+- **cls** (classification): the box overlaps an object of another class with IoU ≥ 0.5;
+- **loc** (localisation): the box overlaps an object of its own class with 0.1 ≤ IoU ≤ 0.5;
+- **both**: neither of those, nor background nor duplicate (a wrong class *and* a poor box, usually);
+- **dupe** (duplicate): the box would be a true positive, but a higher-scored detection took its object;
+- **bkg** (background): the box overlaps no object with IoU > 0.1;
+- **miss**: an object that no detection found and no classification or localisation error was aimed at.
+
+Fixing: a classification or localisation error aimed at an object nothing found becomes a true positive (only
+the highest-scored one per object; the others and those aimed at found objects are dropped); the other
+false-positive types are dropped; fixing a miss removes the object from the ground truth. The AP recovered is the
+fixed AP minus the AP, floored at 0, one type at a time (TIDE's main, non-progressive summary). Two special rows
+tell what perfect precision (every false positive dropped) and perfect recall (every missed object removed)
+would give.
+
+Where this deviates from the ``tidecv`` package, and why (``bench/error_analysis.py`` measures the difference):
+
+- The true positives are COCOeval's own (:func:`drkd_viz.evaluation.match_detections_by_area`): its greedy rule,
+  crowd regions and at most ``max_dets`` detections per image *and class*, where tidecv keeps ``max_dets`` per
+  image. So the AP before fixing is exactly COCOeval's AP50, for every size.
+- AP is COCOeval's: classes with no ground truth in the range do not count (tidecv counts a class with only false
+  positives as AP 0).
+- Sizes follow COCOeval's area ranges: objects outside the range are ignored (a detection matched to one is
+  ignored), and so are unmatched detections outside the range. The classification, localisation and duplicate
+  tests look only at the objects counted in the range; the background test at every non-crowd object, so a
+  poorly placed box of a medium object is not called background in the small-object table (it is "both").
+
+``error_breakdown`` works on a COCO ground truth and a results list; the functions below it read a runs folder
+(each run's stored ``eval/<split>/detections.json``), and ``error_table`` / ``error_gains`` put every model of a
+report side by side, paired by seed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from drkd_viz.analysis.small_objects import detections_file, file_stamp, ground_truth_file
+from drkd_viz.data.synthetic import size_bucket
+from drkd_viz.data.validation import read_json, validate_coco
+from drkd_viz.errors import UserError
+from drkd_viz.evaluation import AREA_NAMES, Matches, match_detections_by_area, validate_detections
+from drkd_viz.experiments.stats import paired_difference
+
+ERROR_TYPES: tuple[str, ...] = ("cls", "loc", "both", "dupe", "bkg", "miss")  # TIDE's order
+SPECIAL_TYPES: tuple[str, ...] = ("false_positives", "false_negatives")
+ERROR_LABELS: dict[str, str] = {
+    "cls": "classification",
+    "loc": "localisation",
+    "both": "class + box",
+    "dupe": "duplicate",
+    "bkg": "background",
+    "miss": "missed",
+    "false_positives": "all false positives",
+    "false_negatives": "all missed objects",
+}
+FOREGROUND_IOU = 0.5  # TIDE's t_f: a true positive, and the threshold its AP (AP50) uses
+BACKGROUND_IOU = 0.1  # TIDE's t_b: below it a box overlaps nothing
+_RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCOeval's recThrs
+
+
+@dataclass
+class ErrorBreakdown:
+    """TIDE's error analysis of one model on one area range. AP values are fractions in [0, 1].
+
+    ``detections``: every detection COCOeval ranked, with its ``outcome`` (``tp``, ``ignored`` or an error type)
+    and ``target`` (the object a tp matched, or a cls / loc / dupe error was aimed at; -1 otherwise).
+    ``objects``: every object counted in the range, with ``outcome`` ``found`` (matched by a true positive),
+    ``miss``, or ``cls`` / ``loc`` when a false positive was aimed at it (a fix could find it)."""
+
+    area: str
+    ap: float  # AP at IoU 0.5 (COCOeval's AP50 for the range); nan when the range has no ground truth
+    recovered: dict[str, float]  # ERROR_TYPES + SPECIAL_TYPES -> AP the fix gives back
+    counts: dict[str, int]  # ERROR_TYPES -> number of errors
+    detections: pd.DataFrame = field(repr=False)
+    objects: pd.DataFrame = field(repr=False)
+
+
+def _iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of COCO boxes (x, y, w, h), as pycocotools computes it for non-crowd boxes."""
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    ax2, ay2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
+    bx2, by2 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    w = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = w * h
+    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def _average_precision(
+    order: np.ndarray, keep: np.ndarray, classes: np.ndarray, is_tp: np.ndarray, positives: dict[int, int]
+) -> float:
+    """COCOeval's accumulate at one IoU threshold and area: per class, the kept detections in ``order`` (COCOeval's
+    ranking: score, then image, then detection), precision made monotone, read at 101 recall points; the mean
+    over the classes in ``positives`` (class -> number of objects)."""
+    ranked_keep, ranked_classes, ranked_tp = keep[order], classes[order], is_tp[order]
+    aps = []
+    for cls, npos in positives.items():
+        if npos <= 0:
+            # every object of the class was removed by a fix: nothing is left to find (tidecv scores it 0)
+            aps.append(0.0)
+            continue
+        tp_flags = ranked_tp[ranked_keep & (ranked_classes == cls)]
+        tp = np.cumsum(tp_flags, dtype=float)
+        fp = np.cumsum(~tp_flags, dtype=float)
+        recall = tp / npos
+        precision = tp / (tp + fp + np.spacing(1))
+        precision = np.maximum.accumulate(precision[::-1])[::-1]
+        where = np.searchsorted(recall, _RECALL_POINTS, side="left")
+        q = np.zeros(len(_RECALL_POINTS))
+        valid = where < len(precision)
+        q[valid] = precision[where[valid]]
+        aps.append(float(q.mean()))
+    return float(np.mean(aps)) if aps else math.nan
+
+
+def _classify(matches: Matches, gt: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """TIDE's tests on COCOeval's matches of one area range: the outcome of every ranked detection and of every
+    counted object (see the module docstring)."""
+    counted: dict[int, list[dict]] = defaultdict(list)  # image -> objects counted in this range
+    for obj in matches.objects:
+        counted[obj["image_id"]].append(obj)
+    every: dict[int, list[tuple[float, ...]]] = defaultdict(list)  # image -> every non-crowd box
+    for ann in gt["annotations"]:
+        if not ann.get("iscrowd", 0):
+            every[ann["image_id"]].append(tuple(ann["bbox"]))
+    used = {obj["ann_id"] for obj in matches.objects if obj["det_index"] >= 0}
+    by_image: dict[int, list[dict]] = defaultdict(list)
+    for det in matches.detections:
+        by_image[det["image_id"]].append(det)
+    detections: list[dict[str, Any]] = []
+    for image_id, dets in by_image.items():
+        objects = counted.get(image_id, [])
+        det_boxes = np.array([d["bbox"] for d in dets], dtype=float).reshape(-1, 4)
+        iou_any = _iou_xywh(det_boxes, np.array(every.get(image_id, []), dtype=float).reshape(-1, 4))
+        any_max = iou_any.max(axis=1) if iou_any.shape[1] else np.zeros(len(dets))
+        outcome = np.array([d["outcome"] for d in dets], dtype=object)
+        target = np.array([d["ann_id"] if d["outcome"] == "tp" else -1 for d in dets], dtype=np.int64)
+        fp = outcome == "fp"
+        if objects:
+            # TIDE's tests, for every detection of the image at once (only the false positives' are used)
+            obj_ids = np.array([o["ann_id"] for o in objects], dtype=np.int64)
+            obj_used = np.array([o["ann_id"] in used for o in objects], dtype=bool)
+            iou = _iou_xywh(det_boxes, np.array([o["bbox"] for o in objects], dtype=float).reshape(-1, 4))
+            same = (
+                np.array([d["category_id"] for d in dets])[:, None]
+                == np.array([o["category_id"] for o in objects])[None, :]
+            )
+            cls_iou, other_iou, dupe_iou = iou * same, iou * ~same, iou * (same & obj_used[None, :])
+            rows = np.arange(len(dets))
+            loc_best, other_best, dupe_best = cls_iou.argmax(1), other_iou.argmax(1), dupe_iou.argmax(1)
+            is_loc = fp & (cls_iou[rows, loc_best] >= BACKGROUND_IOU) & (cls_iou[rows, loc_best] <= FOREGROUND_IOU)
+            is_cls = fp & ~is_loc & (other_iou[rows, other_best] >= FOREGROUND_IOU)
+            is_dupe = fp & ~is_loc & ~is_cls & (dupe_iou[rows, dupe_best] >= FOREGROUND_IOU)
+            for mask, kind, best in (
+                (is_loc, "loc", loc_best),
+                (is_cls, "cls", other_best),
+                (is_dupe, "dupe", dupe_best),
+            ):
+                outcome[mask], target[mask] = kind, obj_ids[best[mask]]
+            fp = fp & ~is_loc & ~is_cls & ~is_dupe
+        outcome[fp & (any_max <= BACKGROUND_IOU)] = "bkg"
+        outcome[fp & (any_max > BACKGROUND_IOU)] = "both"
+        for det, kind, aim in zip(dets, outcome, target, strict=True):
+            detections.append({**det, "outcome": kind, "target": int(aim)})
+    detections.sort(key=lambda d: d["det_index"])
+    aimed = {
+        d["target"]: d["outcome"]
+        for d in sorted(detections, key=lambda d: d["score"])
+        if d["outcome"] in ("cls", "loc") and d["target"] not in used
+    }  # the highest-scored one wins
+    objects_out = [
+        {**obj, "outcome": "found" if obj["ann_id"] in used else aimed.get(obj["ann_id"], "miss")}
+        for obj in matches.objects
+    ]
+    return detections, objects_out
+
+
+@dataclass
+class _Outcomes:
+    """One area range's classified detections and objects as arrays, with what every fix needs precomputed."""
+
+    score: np.ndarray
+    classes: np.ndarray
+    outcome: np.ndarray  # strings
+    order: np.ndarray  # COCOeval's ranking of the detections
+    fixable: np.ndarray  # the highest-scored cls / loc error aimed at each unfound object
+    target_class: np.ndarray  # the class of the object a detection is aimed at (-1: none)
+    object_classes: np.ndarray
+    object_outcome: np.ndarray
+
+    @classmethod
+    def of(cls, detections: list[dict], objects: list[dict]) -> _Outcomes:
+        unfound = {o["ann_id"]: o["category_id"] for o in objects if o["outcome"] != "found"}
+        best: dict[int, int] = {}  # unfound object -> position of the highest-scored cls / loc error aimed at it
+        for i in sorted(range(len(detections)), key=lambda i: (-detections[i]["score"], detections[i]["det_index"])):
+            d = detections[i]
+            if d["outcome"] in ("cls", "loc") and d["target"] in unfound:
+                best.setdefault(d["target"], i)
+        fixable = np.zeros(len(detections), dtype=bool)
+        fixable[list(best.values())] = True
+        score = np.array([d["score"] for d in detections], dtype=float)
+        image = np.array([d["image_id"] for d in detections])
+        index = np.array([d["det_index"] for d in detections])
+        return cls(
+            score=score,
+            classes=np.array([d["category_id"] for d in detections], dtype=np.int64),
+            outcome=np.array([d["outcome"] for d in detections], dtype=object),
+            order=np.lexsort((index, image, -score)) if len(detections) else np.zeros(0, dtype=np.int64),
+            fixable=fixable,
+            target_class=np.array([unfound.get(d["target"], -1) for d in detections], dtype=np.int64),
+            object_classes=np.array([o["category_id"] for o in objects], dtype=np.int64),
+            object_outcome=np.array([o["outcome"] for o in objects], dtype=object),
+        )
+
+
+def _fixed_ap(o: _Outcomes, fix: str | None) -> float:
+    """The AP after fixing every error of type ``fix`` (None: as it is), by TIDE's rules (module docstring)."""
+    is_tp = o.outcome == "tp"
+    keep = o.outcome != "ignored"
+    classes = o.classes
+    if fix == "false_positives":
+        keep = keep & is_tp
+    elif fix in ("cls", "loc"):
+        fixing = o.outcome == fix
+        promote = fixing & o.fixable  # becomes a true positive; the other errors of the type are dropped
+        keep = keep & (~fixing | promote)
+        is_tp = is_tp | promote
+        classes = np.where(promote, o.target_class, classes)  # a fixed classification error takes the object's class
+    elif fix in ("both", "dupe", "bkg"):
+        keep = keep & (o.outcome != fix)
+    removed = {"miss": ("miss",), "false_negatives": ("miss", "cls", "loc")}.get(fix or "", ())
+    counted = ~np.isin(o.object_outcome, removed) if removed else np.ones(len(o.object_classes), dtype=bool)
+    # a class stays in the mean even when a fix removes every object of it
+    positives = {int(c): int((counted & (o.object_classes == c)).sum()) for c in np.unique(o.object_classes)}
+    return _average_precision(o.order, keep, classes, is_tp, positives)
+
+
+def error_breakdown(
+    gt: dict | str | os.PathLike,
+    detections: list[dict] | str | os.PathLike,
+    areas: tuple[str, ...] = AREA_NAMES,
+    max_dets: int = 100,
+) -> dict[str, ErrorBreakdown]:
+    """TIDE's error breakdown of ``detections`` (a COCO results list or its file) against ``gt`` at IoU 0.5, for
+    each area range, keyed by area (COCOeval runs once for all of them)."""
+    gt_data = read_json(gt, "ground-truth annotation file") if not isinstance(gt, dict) else gt
+    # the matching checks the ground truth and the detections, and reads them from files
+    by_area = match_detections_by_area(gt_data, detections, FOREGROUND_IOU, areas, max_dets)
+    out = {}
+    for area, matches in by_area.items():
+        dets, objects = _classify(matches, gt_data)
+        outcomes = _Outcomes.of(dets, objects)
+        base = _fixed_ap(outcomes, None)
+        recovered = {}
+        for kind in (*ERROR_TYPES, *SPECIAL_TYPES):
+            gain = _fixed_ap(outcomes, kind) - base if objects else math.nan
+            recovered[kind] = max(gain, 0.0) if kind in ERROR_TYPES else gain
+        counts = {kind: sum(d["outcome"] == kind for d in dets) for kind in ERROR_TYPES[:-1]}
+        counts["miss"] = sum(o["outcome"] == "miss" for o in objects)
+        det_columns = ["det_index", "image_id", "category_id", "bbox", "score", "outcome", "target", "iou"]
+        obj_columns = ["image_id", "ann_id", "category_id", "bbox", "area", "det_index", "score", "iou", "outcome"]
+        out[area] = ErrorBreakdown(
+            area=area,
+            ap=base if objects else math.nan,
+            recovered=recovered,
+            counts=counts,
+            detections=pd.DataFrame(dets, columns=det_columns),
+            objects=pd.DataFrame(objects, columns=obj_columns),
+        )
+    return out
+
+
+# ---- confusion matrix ------------------------------------------------------------------------------------------
+@dataclass
+class Confusion:
+    """Counts of (true class, predicted class) with a background row and column, at one IoU and score threshold.
+    ``labels``: the class names, then "background". Row = what was there, column = what the model said: a
+    missed object counts in the background column, a detection of nothing in the background row."""
+
+    labels: list[str]
+    counts: np.ndarray  # (K + 1) x (K + 1) integers
+
+    def normalised(self) -> np.ndarray:
+        """Each class row divided by that class's number of objects (a row sums to 1: found, confused, missed);
+        the background row divided by its own sum (what the false positives were called), as MMDetection does."""
+        totals = self.counts.sum(axis=1, keepdims=True)
+        return np.divide(self.counts, totals, out=np.zeros(self.counts.shape), where=totals > 0)
+
+    def table(self, normalised: bool = True) -> pd.DataFrame:
+        values = self.normalised() if normalised else self.counts
+        return pd.DataFrame(
+            values, index=pd.Index(self.labels, name="true"), columns=pd.Index(self.labels, name="predicted")
+        )
+
+
+def confusion_matrix(
+    gt: dict | str | os.PathLike,
+    detections: list[dict] | str | os.PathLike,
+    iou: float = FOREGROUND_IOU,
+    score_threshold: float = 0.5,
+    size: str = "all",
+) -> Confusion:
+    """The detections scoring ≥ ``score_threshold``, highest first, each matched one to one to an unmatched
+    non-crowd object with IoU ≥ ``iou``: of its own class if it overlaps one so, else the best of another class
+    (a confusion). Unmatched detections count as background (duplicates and poor boxes included); unmatched
+    objects as missed. ``size`` (small, medium, large) keeps the objects of that size and the background
+    detections whose box has that size. Detections on crowd regions (IoU ≥ ``iou``) are left out."""
+    gt_data = read_json(gt, "ground-truth annotation file") if not isinstance(gt, dict) else gt
+    gt_data, _ = validate_coco(gt_data, source="ground truth", fix=False)
+    if isinstance(detections, (str, os.PathLike)):
+        detections = read_json(Path(detections), "detections file")
+    detections = validate_detections(detections, gt_data)
+    if size not in AREA_NAMES:
+        raise UserError(f"size must be one of {list(AREA_NAMES)}, got {size!r}")
+    categories = [c["id"] for c in gt_data["categories"]]
+    index = {c: k for k, c in enumerate(categories)}
+    background = len(categories)
+    counts = np.zeros((background + 1, background + 1), dtype=np.int64)
+    objects: dict[int, list[dict]] = defaultdict(list)
+    for ann in gt_data["annotations"]:
+        objects[ann["image_id"]].append(ann)
+    dets: dict[int, list[dict]] = defaultdict(list)
+    for det in detections:
+        if det["score"] >= score_threshold:
+            dets[det["image_id"]].append(det)
+
+    def keep(area: float) -> bool:
+        return size == "all" or size_bucket(area) == size
+
+    for image in gt_data["images"]:
+        anns = [a for a in objects.get(image["id"], []) if not a.get("iscrowd", 0)]
+        crowd = [a for a in objects.get(image["id"], []) if a.get("iscrowd", 0)]
+        ranked = sorted(dets.get(image["id"], []), key=lambda d: -d["score"])
+        boxes = np.array([d["bbox"] for d in ranked], dtype=float).reshape(-1, 4)
+        overlap = _iou_xywh(boxes, np.array([a["bbox"] for a in anns], dtype=float).reshape(-1, 4))
+        taken = np.zeros(len(anns), dtype=bool)
+        classes = np.array([a["category_id"] for a in anns])
+        for i, det in enumerate(ranked):
+            free = overlap[i] * ~taken if len(anns) else overlap[i]
+            same = np.where(classes == det["category_id"], free, 0.0) if len(anns) else free
+            if len(anns) and same.max() >= iou:
+                j = int(same.argmax())
+            elif len(anns) and free.max() >= iou:
+                j = int(free.argmax())
+            else:
+                if crowd and _crowd_overlap(det["bbox"], crowd) >= iou:
+                    continue
+                area = det["bbox"][2] * det["bbox"][3]
+                if keep(area):
+                    counts[background, index[det["category_id"]]] += 1
+                continue
+            taken[j] = True
+            if keep(anns[j].get("area", anns[j]["bbox"][2] * anns[j]["bbox"][3])):
+                counts[index[anns[j]["category_id"]], index[det["category_id"]]] += 1
+        for j, ann in enumerate(anns):
+            if not taken[j] and keep(ann.get("area", ann["bbox"][2] * ann["bbox"][3])):
+                counts[index[ann["category_id"]], background] += 1
+    names = {c["id"]: c["name"] for c in gt_data["categories"]}
+    return Confusion([*(names[c] for c in categories), "background"], counts)
+
+
+def _crowd_overlap(box: list[float], crowd: list[dict]) -> float:
+    """The largest share of the detection's area inside a crowd region (COCO's IoU for crowd regions)."""
+    x, y, w, h = box
+    best = 0.0
+    for region in crowd:
+        cx, cy, cw, ch = region["bbox"]
+        inter = max(0.0, min(x + w, cx + cw) - max(x, cx)) * max(0.0, min(y + h, cy + ch) - max(y, cy))
+        best = max(best, inter / (w * h) if w * h > 0 else 0.0)
+    return best
+
+
+# ---- the models of a runs folder or report ---------------------------------------------------------------------
+@lru_cache(maxsize=64)
+def _breakdown(gt: tuple[str, int], detections: tuple[str, int]) -> dict[str, ErrorBreakdown]:
+    return error_breakdown(gt[0], detections[0])
+
+
+def model_errors(
+    runs: str | os.PathLike, role: str, seed: int = 0, report: dict[str, Any] | None = None
+) -> dict[str, ErrorBreakdown]:
+    """The error breakdown of a run's stored detections (the run ``report`` names for ``role`` and ``seed``, else
+    ``RUNS/<role>-s<seed>``) for every size, cached per file version (read it only)."""
+    return _breakdown(
+        file_stamp(ground_truth_file(runs, report)), file_stamp(detections_file(runs, role, seed, report))
+    )
+
+
+def _models_and_seeds(report: dict[str, Any], models: list[str] | None) -> list[tuple[str, int]]:
+    names = list(report["models"]) if models is None else models
+    unknown = [m for m in names if m not in report["models"]]
+    if unknown:
+        raise UserError(f"the report has no model {unknown} (it has {list(report['models'])})")
+    return [(m, int(s)) for m in names for s in report["models"][m]["seeds"]]
+
+
+TABLE_COLUMNS = ["model", "seed", "size", "error", "recovered", "count", "ap"]
+
+
+def _table_rows(model: str, seed: int, by_size: dict[str, ErrorBreakdown]) -> list[dict[str, Any]]:
+    return [
+        {
+            "model": model,
+            "seed": seed,
+            "size": size,
+            "error": kind,
+            "recovered": result.recovered[kind],
+            "count": result.counts.get(kind, math.nan),
+            "ap": result.ap,
+        }
+        for size, result in by_size.items()
+        for kind in (*ERROR_TYPES, *SPECIAL_TYPES)
+    ]
+
+
+def error_table(
+    runs: str | os.PathLike, report: dict[str, Any], models: list[str] | None = None, progress: Any = None
+) -> pd.DataFrame:
+    """TIDE's breakdown of every model and seed of ``report`` (or of ``models``), by size.
+
+    Columns: ``model``, ``seed``, ``size`` (all, small, medium, large), ``error`` (ERROR_TYPES, then
+    SPECIAL_TYPES), ``recovered`` (AP50 the fix gives back, fraction), ``count`` (errors of that type; NaN for the
+    special rows) and ``ap`` (the model's AP50 on that size). ``progress(done, total)`` is called after each run."""
+    pairs = _models_and_seeds(report, models)
+    rows = []
+    for done, (model, seed) in enumerate(pairs, 1):
+        rows += _table_rows(model, seed, model_errors(runs, model, seed, report))
+        if progress is not None:
+            progress(done, len(pairs))
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def errors_for_report(gt: str | os.PathLike, detections: dict[str, dict[int, Path]]) -> dict[str, Any]:
+    """The report's ``errors`` section from each model's detections files by seed: per model, size and error
+    type the AP50 lost (mean over seeds) and the number of errors, and for every other model the paired
+    difference to the baseline's (a :class:`drkd_viz.experiments.stats.Summary` as JSON)."""
+    gt_data = read_json(gt, "ground-truth annotation file")
+    rows = []
+    for model, files in detections.items():
+        for seed, path in files.items():
+            rows += _table_rows(model, seed, error_breakdown(gt_data, path))
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    summary = table.groupby(["model", "size", "error"], sort=False)[["recovered", "count", "ap"]].mean()
+    models: dict[str, Any] = {}
+    for (model, size, error), values in summary.iterrows():
+        cell = models.setdefault(model, {}).setdefault(size, {"ap50": _clean(values["ap"])})
+        cell[error] = {"recovered": _clean(values["recovered"]), "count": _clean(values["count"])}
+    section: dict[str, Any] = {"iou": FOREGROUND_IOU, "types": list(ERROR_TYPES), "models": models}
+    if "baseline" in detections and len(detections) > 1:
+        gains = error_gains(table)
+        section["vs_baseline"] = {}
+        for row in gains.itertuples():
+            section["vs_baseline"].setdefault(row.model, {}).setdefault(row.size, {})[row.error] = {
+                "mean": _clean(row.difference),
+                "ci95": [_clean(row.ci_low), _clean(row.ci_high)],
+                "n": int(row.seeds),
+            }
+    return section
+
+
+def _clean(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def error_gains(table: pd.DataFrame, reference: str = "baseline") -> pd.DataFrame:
+    """Each student's recovered AP minus the reference's (the baseline student), paired by seed, per size and
+    error type (the teacher is left out). A negative difference on ``miss`` means the student loses less AP to
+    missed objects than the reference: "DRKD recovers X AP50 of missed small objects" reads off the ``small`` /
+    ``miss`` row as −difference.
+
+    Columns: ``model``, ``size``, ``error``, ``recovered`` (mean over the model's seeds), ``reference`` (the
+    reference's, same seeds), ``difference`` (mean of the paired differences), ``ci_low`` / ``ci_high`` (Student-t
+    95 % interval; NaN with one seed) and ``seeds``."""
+    if reference not in set(table["model"]):
+        raise UserError(f"the table has no {reference!r} model to compare with (it has {sorted(set(table['model']))})")
+    base = table[table["model"] == reference].set_index(["seed", "size", "error"])["recovered"]
+    rows = []
+    students = table[~table["model"].isin([reference, "teacher"])]  # the teacher is not distilled
+    for (model, size, error), group in students.groupby(["model", "size", "error"], sort=False):
+        paired = [(r.recovered, base.get((r.seed, size, error))) for r in group.itertuples()]
+        paired = [(a, b) for a, b in paired if b is not None and not (math.isnan(a) or math.isnan(b))]
+        if not paired:
+            continue
+        gain = paired_difference([a for a, _ in paired], [b for _, b in paired])
+        rows.append(
+            {
+                "model": model,
+                "size": size,
+                "error": error,
+                "recovered": float(np.mean([a for a, _ in paired])),
+                "reference": float(np.mean([b for _, b in paired])),
+                "difference": gain.mean,
+                "ci_low": gain.low,
+                "ci_high": gain.high,
+                "seeds": gain.n,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["model", "size", "error", "recovered", "reference", "difference", "ci_low", "ci_high", "seeds"],
+    )
+
+
+def model_confusion(
+    runs: str | os.PathLike,
+    role: str,
+    seed: int = 0,
+    report: dict[str, Any] | None = None,
+    score_threshold: float = 0.5,
+    size: str = "all",
+) -> Confusion:
+    """:func:`confusion_matrix` of a run's stored detections."""
+    return _confusion(
+        file_stamp(ground_truth_file(runs, report)),
+        file_stamp(detections_file(runs, role, seed, report)),
+        float(score_threshold),
+        size,
+    )
+
+
+@lru_cache(maxsize=64)
+def _confusion(gt: tuple[str, int], detections: tuple[str, int], score_threshold: float, size: str) -> Confusion:
+    return confusion_matrix(gt[0], detections[0], score_threshold=score_threshold, size=size)
+
+
+# ---- which images changed -------------------------------------------------------------------------------------
+def image_changes(
+    runs: str | os.PathLike,
+    method: str,
+    reference: str = "baseline",
+    seed: int = 0,
+    report: dict[str, Any] | None = None,
+    score_threshold: float = 0.5,
+    size: str = "all",
+) -> pd.DataFrame:
+    """Per test image, how ``method``'s result differs from ``reference``'s at IoU 0.5, counting detections that
+    score ≥ ``score_threshold`` (objects of ``size`` only, and false positives of that size by box area).
+
+    Columns: ``image_id``, ``found`` (objects ``method`` finds and ``reference`` misses), ``lost`` (the reverse),
+    ``fp_added`` / ``fp_removed`` (false positives only ``method`` / only ``reference`` has, counted per error
+    type and class: a fp of the same type and class on both sides cancels), ``net`` (found − lost − fp_added +
+    fp_removed: > 0 where the method does better), ``change`` (found + lost + fp_added + fp_removed); sorted by
+    change, then net, largest first."""
+    a = model_errors(runs, method, seed, report)[size]
+    b = model_errors(runs, reference, seed, report)[size]
+
+    def found(result: ErrorBreakdown) -> set[int]:
+        objects = result.objects
+        hit = objects[(objects["outcome"] == "found") & (objects["score"].fillna(-1) >= score_threshold)]
+        return set(hit["ann_id"])
+
+    def false_positives(result: ErrorBreakdown) -> pd.Series:
+        dets = result.detections
+        fps = dets[(dets["score"] >= score_threshold) & ~dets["outcome"].isin(["tp", "ignored"])]
+        return fps.groupby(["image_id", "outcome", "category_id"]).size()
+
+    objects = a.objects.set_index("ann_id")["image_id"]
+    found_a, found_b = found(a), found(b)
+    fp_a, fp_b = false_positives(a), false_positives(b)
+    fp_diff = fp_a.sub(fp_b, fill_value=0)
+    image_ids = sorted(set(objects) | {k[0] for k in fp_diff.index})
+    rows = []
+    for image_id in image_ids:
+        mine = set(objects[objects == image_id].index)
+        d = fp_diff[fp_diff.index.get_level_values(0) == image_id] if len(fp_diff) else fp_diff
+        added, removed = int(d[d > 0].sum()), int(-d[d < 0].sum())
+        gained, lost = len((found_a - found_b) & mine), len((found_b - found_a) & mine)
+        rows.append(
+            {
+                "image_id": int(image_id),
+                "found": gained,
+                "lost": lost,
+                "fp_added": added,
+                "fp_removed": removed,
+                "net": gained - lost - added + removed,
+                "change": gained + lost + added + removed,
+            }
+        )
+    table = pd.DataFrame(rows, columns=["image_id", "found", "lost", "fp_added", "fp_removed", "net", "change"])
+    table = table.sort_values(["change", "net"], ascending=False, kind="stable").reset_index(drop=True)
+    table.attrs = {"method": method, "reference": reference, "score_threshold": score_threshold, "size": size}
+    return table
