@@ -559,3 +559,14 @@ def test_leaderboard_and_replaced_runs(quick_runs, tmp_path):
     shutil.copytree(quick_runs, runs, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "data"))
     (runs / "drkd-s0" / "pipeline.json").write_text('{"config_key": "another"}')
     assert replaced_runs(runs, report) == ["drkd-s0"]
+
+
+def test_a_report_reads_from_a_relative_runs_folder(quick_runs, monkeypatch):
+    monkeypatch.chdir(quick_runs.parent)
+    assert [r.preset for r in list_reports(Path(quick_runs.name))] == ["quick"]
+    assert read_report(quick_runs.name, "quick")["preset"] == "quick"
+    assert read_report(Path(quick_runs.name))["preset"] == "quick"
+    from drkd_viz.runs import report_split_files
+
+    report = read_report(quick_runs.name, "quick")
+    assert report_split_files(quick_runs.name, report)[1] == (quick_runs / "data" / "test" / "annotations.json")

@@ -127,10 +127,10 @@ def test_errors_chart_hover_and_click(browser_page, server, artifacts):
     assert box is not None
     tooltip = page.locator("#vg-tooltip-element")
     spot = None
-    # the bars stand on the x axis: sweep just above it until the pointer is over one and its tooltip shows
-    for y_share in (0.8, 0.75, 0.7):
-        for step in range(4, 96, 2):
-            x, y = box["x"] + box["width"] * step / 100, box["y"] + box["height"] * y_share
+    # sweep the chart from the bottom up until the pointer is over a bar and its tooltip shows
+    for y_share in range(90, 5, -5):
+        for x_share in range(2, 98, 2):
+            x, y = box["x"] + box["width"] * x_share / 100, box["y"] + box["height"] * y_share / 100
             page.mouse.move(x, y)
             if tooltip.count() and "visible" in (tooltip.get_attribute("class") or ""):
                 spot = (x, y)

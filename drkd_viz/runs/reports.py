@@ -73,6 +73,7 @@ class ReportInfo:
 
 def list_reports(root: Path) -> list[ReportInfo]:
     """Every ``RUNS/reports/<preset>/report.json``, newest first."""
+    root = Path(root).absolute()  # a relative root would be joined onto itself by `inside`
     folder = RunsRoot(root).reports
     if not folder.is_dir():
         return []
@@ -102,7 +103,7 @@ def default_report(reports: list[ReportInfo]) -> str | None:
 def read_report(root: str | os.PathLike, preset: str | None = None) -> Report:
     """``RUNS/reports/<preset>/report.json``, checked (:func:`check_report`); ``preset`` may be left out when the
     folder holds one report."""
-    root = Path(root)
+    root = Path(root).absolute()  # a relative root would be joined onto itself by `inside`
     if preset is None:
         found = [info.preset for info in list_reports(root)]
         if len(found) != 1:

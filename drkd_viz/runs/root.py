@@ -117,7 +117,7 @@ def report_split_files(root: str | os.PathLike, report: dict[str, Any]) -> tuple
     data = report.get("data")
     if data:
         return inside(root, data["images"]), inside(root, data["annotations"])
-    images, annotations = RunsRoot(Path(root)).split_files(report.get("split", "test"))
+    images, annotations = RunsRoot(Path(root).absolute()).split_files(report.get("split", "test"))
     return inside(root, images), inside(root, annotations)
 
 

@@ -56,7 +56,7 @@ def error_breakdown_chart(table: pd.DataFrame, size: str = "all", selectable: bo
         alt.Chart(data)
         .mark_bar()
         .encode(
-            x=alt.X("type:N", sort=[ERROR_LABELS[k] for k in ERROR_TYPES], title=None),
+            x=alt.X("type:N", sort=[ERROR_LABELS[k] for k in ERROR_TYPES], title=None, axis=alt.Axis(labelAngle=0)),
             xOffset=alt.XOffset("model title:N", sort=[role_title(m) for m in models]),
             y=alt.Y("AP points:Q", title=f"AP50 lost ({size} objects, points)"),
             color=alt.Color("model title:N", scale=_model_scale(models), title="model"),

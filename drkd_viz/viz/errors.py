@@ -77,7 +77,9 @@ def plot_image_errors(
             head = f"image {change.image_id} · {role_title(role)}"
             _panel(axes[r, c], image, int(change.image_id), results[role], score_threshold, head)
         axes[r, 0].set_ylabel(
-            f"+{change.found} found, −{change.lost} lost\nfp +{change.fp_added} / −{change.fp_removed}", fontsize=8
+            f"vs baseline: {change.found} found, {change.lost} lost\n"
+            f"false positives: {change.fp_added} added, {change.fp_removed} removed",
+            fontsize=8,
         )
     handles = [
         Line2D([], [], color=FOUND, linewidth=1.8, label="object found"),
