@@ -52,13 +52,12 @@ class Scenario:
 
 SCENARIOS = (
     Scenario("overview", "Overview", "selectbox", "Metric", ("APs", "AP"), path=""),
-    Scenario("small_objects", "Small objects", "selectbox", "Object size", ("medium", "small"), image=1),
+    Scenario("small_objects", "Small objects", "selectbox", "Method", ("feature_imitation", "drkd")),
     Scenario("pixel_relations", "Pixel relations", "slider", "Overlay opacity"),
     Scenario("instance_relations", "Instance relations", "selectbox", "Highlight instance", ("#1", "#0")),
     Scenario("attribution", "Attribution", "slider", "Map opacity"),
     Scenario("ablations", "Ablations", "selectbox", "Chart", ("AP", "ΔAP")),
-    Scenario("runs", "Runs", "slider", "Smoothing"),
-    Scenario("errors", "Errors", "slider", "Images per direction"),
+    Scenario("runs", "Runs", "selectbox", "Run", ("feature_imitation-s0", "drkd-s0")),
 )
 BUILD = Scenario("build", "Build runs", "none")
 
