@@ -33,7 +33,7 @@ def advance(done: int, total: int) -> None:
     bar.progress(done / total, text=f"Analysing the errors of every run … {done}/{total}")
 
 
-frame = de.error_table(ctx.root_key, context.cached_report(ctx.root_key, ctx.preset, ctx.stamp), progress=advance)
+frame = de.error_table(ctx.root_key, report, progress=advance)
 bar.empty()
 left, right = st.columns([1, 3])
 size = left.radio("Object size", ["small", "medium", "large", "all"], key="errors_size")
@@ -111,14 +111,15 @@ d, e = st.columns(2)
 student = d.selectbox("Student", seeded, index=seeded.index("drkd") if "drkd" in seeded else 0, key="errors_student")
 limit = e.slider("Images per direction", 1, 6, 3, key="errors_limit")
 roles = [r for r in ("teacher", "baseline", student) if r in models]
-rep = context.cached_report(ctx.root_key, ctx.preset, ctx.stamp)
-changes = de.image_changes(ctx.root_key, student, seed=ctx.seed, report=rep, score_threshold=threshold, size=size)
-results = {r: de.model_errors(ctx.root_key, r, ctx.seed, rep)[size] for r in roles}
+changes = de.image_changes(ctx.root_key, student, seed=ctx.seed, report=report, score_threshold=threshold, size=size)
+results = {r: de.model_errors(ctx.root_key, r, ctx.seed, report)[size] for r in roles}
 if chosen_error is not None:
     who = selection[0]["model"]
     kind = de.ERROR_LABELS[chosen_error]
     st.info(f"Filtered by the chart: images where `{who}` makes **{kind}** errors (click the bar again to clear).")
-    mine = de.model_errors(ctx.root_key, who, ctx.seed if ctx.seed in report["models"][who]["seeds"] else 0, rep)[size]
+    mine = de.model_errors(ctx.root_key, who, ctx.seed if ctx.seed in report["models"][who]["seeds"] else 0, report)[
+        size
+    ]
     if chosen_error == "miss":
         hit = mine.objects[mine.objects["outcome"] == "miss"]["image_id"]
     else:

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pycocotools import mask as mask_utils
 
 from drkd_viz.analysis.small_objects import detections_file, file_stamp, ground_truth_file
 from drkd_viz.data.synthetic import size_bucket
@@ -88,17 +89,12 @@ class ErrorBreakdown:
     objects: pd.DataFrame = field(repr=False)
 
 
-def _iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of COCO boxes (x, y, w, h), as pycocotools computes it for non-crowd boxes."""
+def _iou_xywh(a: np.ndarray, b: np.ndarray, crowd: bool = False) -> np.ndarray:
+    """Pairwise IoU of COCO boxes (x, y, w, h) by pycocotools itself, the IoU COCOeval matches with; with
+    ``crowd`` the share of each box of ``a`` inside each region of ``b`` (COCO's rule for crowd regions)."""
     if not len(a) or not len(b):
         return np.zeros((len(a), len(b)))
-    ax2, ay2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
-    bx2, by2 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    w = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = w * h
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    return np.asarray(mask_utils.iou(a.astype(np.float64), b.astype(np.float64), [int(crowd)] * len(b)))
 
 
 def _average_precision(
@@ -348,6 +344,7 @@ def confusion_matrix(
         ranked = sorted(dets.get(image["id"], []), key=lambda d: -d["score"])
         boxes = np.array([d["bbox"] for d in ranked], dtype=float).reshape(-1, 4)
         overlap = _iou_xywh(boxes, np.array([a["bbox"] for a in anns], dtype=float).reshape(-1, 4))
+        crowd_boxes = np.array([a["bbox"] for a in crowd], dtype=float).reshape(-1, 4)
         taken = np.zeros(len(anns), dtype=bool)
         classes = np.array([a["category_id"] for a in anns])
         for i, det in enumerate(ranked):
@@ -358,7 +355,7 @@ def confusion_matrix(
             elif len(anns) and free.max() >= iou:
                 j = int(free.argmax())
             else:
-                if crowd and _crowd_overlap(det["bbox"], crowd) >= iou:
+                if crowd and _iou_xywh(boxes[i : i + 1], crowd_boxes, crowd=True).max() >= iou:
                     continue
                 area = det["bbox"][2] * det["bbox"][3]
                 if keep(area):
@@ -372,17 +369,6 @@ def confusion_matrix(
                 counts[index[ann["category_id"]], background] += 1
     names = {c["id"]: c["name"] for c in gt_data["categories"]}
     return Confusion([*(names[c] for c in categories), "background"], counts)
-
-
-def _crowd_overlap(box: list[float], crowd: list[dict]) -> float:
-    """The largest share of the detection's area inside a crowd region (COCO's IoU for crowd regions)."""
-    x, y, w, h = box
-    best = 0.0
-    for region in crowd:
-        cx, cy, cw, ch = region["bbox"]
-        inter = max(0.0, min(x + w, cx + cw) - max(x, cx)) * max(0.0, min(y + h, cy + ch) - max(y, cy))
-        best = max(best, inter / (w * h) if w * h > 0 else 0.0)
-    return best
 
 
 # ---- the models of a runs folder or report ---------------------------------------------------------------------
