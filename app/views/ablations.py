@@ -21,7 +21,7 @@ ablations = [m for m in report["models"] if m in ABLATIONS and m != "drkd"]
 if preset != "study":
     st.info(
         f"This runs folder has no `study` report; showing `{preset}`. The ablations come with the study preset: "
-        f"`drkd-viz pipeline --preset study --out {ctx.root}` (three seeds of the comparison, one of each ablation; "
+        f"`drkd-viz pipeline --preset study --out {ctx.root}` (five seeds of the comparison, one of each ablation; "
         "hours on a CPU)."
     )
 st.caption(

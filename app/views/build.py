@@ -30,7 +30,7 @@ if ctx.report is None:
 else:
     st.write(
         "Reports in this runs folder: " + ", ".join(f"`{r.preset}`" for r in ctx.reports) + ". The `study` preset "
-        f"(three seeds and the ablations) takes hours on a CPU: `drkd-viz pipeline --preset study --out {ctx.root}`."
+        f"(five seeds and the ablations) takes hours on a CPU: `drkd-viz pipeline --preset study --out {ctx.root}`."
     )
 
 
