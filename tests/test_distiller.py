@@ -3,6 +3,7 @@ families, presets, ablation switches, export without distillation modules, inspe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def test_every_term_is_added_and_the_teacher_is_frozen(quick_data, teacher_run):
     assert objective.formula() == (
         "L = L_det + c(t)·(6·L_PR + 0.05·L_IR + 0.05·L_INS),  c(t) = ½(1 + cos πt), t = step / steps"
     )
-    assert {"pr_" + lv for lv in objective.settings["pr_levels"]} <= set(objective.metrics())
+    assert {"pr_" + lv for lv in objective.settings.pr_levels} <= set(objective.metrics())
 
 
 def test_cosine_weight_schedule_fades_every_term_to_zero(quick_data, teacher_run):
@@ -126,19 +127,20 @@ def test_each_ablation_changes_what_it_claims_and_nothing_else(quick_data, teach
     levels = DetectorConfig(family=family).levels
     base = resolve_distill({"method": "drkd", "teacher": str(teacher)}, levels)
     ablated = resolve_distill({"method": "drkd", "teacher": str(teacher), **ABLATIONS[name]}, levels)
-    changed = {k for k in base if base[k] != ablated[k]}
+    base, ablated_dict = base.to_dict(), ablated.to_dict()
+    changed = {k for k in base if base[k] != ablated_dict[k]}
     assert changed == {k for k, v in ABLATIONS[name].items() if base[k] != v}
     torch.manual_seed(0)
     objective, images, targets = _objective(quick_data, teacher_run, **ABLATIONS[name])
     losses = objective(images, targets)
-    assert ("loss_pr" in losses) == (ablated["pr_weight"] > 0)
-    assert ("loss_ir" in losses) == (ablated["ir_weight"] > 0)
-    assert ("loss_ins" in losses) == (ablated["ins_weight"] > 0)
+    assert ("loss_pr" in losses) == (ablated.pr_weight > 0)
+    assert ("loss_ir" in losses) == (ablated.ir_weight > 0)
+    assert ("loss_ins" in losses) == (ablated.ins_weight > 0)
     if name == "ir_no_filter":
-        module = objective.instance.student_relations[ablated["ir_levels"][0]]
+        module = objective.instance.student_relations[ablated.ir_levels[0]]
         assert module.filter_mode == "none" and not hasattr(module, "gate_q")
     if name == "ir_reference_filter":
-        module = objective.instance.student_relations[ablated["ir_levels"][0]]
+        module = objective.instance.student_relations[ablated.ir_levels[0]]
         assert module.filter_mode == "reference"
     if name == "ir_matrix":
         assert objective.instance.relation_adapters is None
@@ -170,17 +172,38 @@ def test_the_formula_lists_exactly_the_terms_that_produce_loss_keys(quick_data, 
         assert (getattr(objective, term.module) is not None) == any(t.module == term.module for t in objective.terms)
 
 
+def test_the_distill_section_stays_typed_from_yaml_to_the_objective(tmp_path):
+    """load_config turns ``distill:`` into a DistillConfig with every switch set (nothing left for the modules to
+    default); resolving again changes nothing; config.yaml round-trips it; method none means no distillation."""
+    from drkd_viz.distill.config import DistillConfig
+    from drkd_viz.engine.config import dump_config
+
+    cfg = load_config(data={"distill": {"method": "drkd", "teacher": "teacher-run", "pr_weight": 2}})
+    assert isinstance(cfg.distill, DistillConfig)
+    unset = [f.name for f in dataclasses.fields(cfg.distill) if getattr(cfg.distill, f.name) is None]
+    assert unset == ["teacher_model"]  # only needed with a weights file
+    assert cfg.distill.pr_weight == 2.0 and cfg.distill.fi_weight == 0.0 and cfg.distill.ir_levels == ["P2", "P3"]
+    assert resolve_distill(cfg.distill, cfg.model.levels) == cfg.distill
+    saved = tmp_path / "config.yaml"
+    saved.write_text(dump_config(cfg))
+    assert load_config(saved).distill == cfg.distill
+    assert load_config(data={"distill": {"method": "none"}}).distill is None
+    # the preset's mutable defaults are copied, not shared between runs
+    cfg.distill.nodes["P2"] = 1
+    assert load_config(data={"distill": {"method": "drkd", "teacher": "t"}}).distill.nodes["P2"] == 32
+
+
 def test_reference_preset_has_the_authors_constants(quick_data, teacher_run):
     teacher, _ = teacher_run
     ref = resolve_distill(
         {"method": "drkd", "teacher": str(teacher), "preset": "reference"}, ["P2", "P3", "P4", "P5", "P6"]
     )
-    assert (ref["pr_weight"], ref["ir_weight"], ref["ins_weight"]) == (1e-3, 4e-3, 2.4e-3)
-    assert ref["pr_levels"] == ["P2", "P3", "P4", "P5", "P6"] and ref["ir_levels"] == ["P2", "P3"]
-    assert [ref["nodes"][lv] for lv in ref["pr_levels"]] == [64, 64, 256, 256, 256]
-    assert ref["roi_size"] == 3 and ref["norm"] == "frobenius" and ref["glore_normalize"] is False
-    assert ref["relation_filter"] == "reference" and ref["ir_target"] == "features"
-    assert ref["relation_scale"] is False
+    assert (ref.pr_weight, ref.ir_weight, ref.ins_weight) == (1e-3, 4e-3, 2.4e-3)
+    assert ref.pr_levels == ["P2", "P3", "P4", "P5", "P6"] and ref.ir_levels == ["P2", "P3"]
+    assert [ref.nodes[lv] for lv in ref.pr_levels] == [64, 64, 256, 256, 256]
+    assert ref.roi_size == 3 and ref.norm == "frobenius" and ref.glore_normalize is False
+    assert ref.relation_filter == "reference" and ref.ir_target == "features"
+    assert ref.relation_scale is False
     assert {k: REFERENCE[k] for k in ("pr_weight", "ir_weight", "ins_weight")} == {
         "pr_weight": 0.001,
         "ir_weight": 0.004,
@@ -195,10 +218,10 @@ def test_what_won_on_val_is_the_default_and_reference_keeps_the_authors_init(qui
     levels = ["P2", "P3", "P4", "P5", "P6"]
     default = resolve_distill({"method": "drkd", "teacher": str(teacher)}, levels)
     reference = resolve_distill({"method": "drkd", "teacher": str(teacher), "preset": "reference"}, levels)
-    assert default["glore_zero_init"] is True and reference["glore_zero_init"] is False
-    assert default["pr_weight"] == 6.0 and reference["pr_weight"] == 1e-3
+    assert default.glore_zero_init is True and reference.glore_zero_init is False
+    assert default.pr_weight == 6.0 and reference.pr_weight == 1e-3
     imitation = resolve_distill({"method": "feature_imitation", "teacher": str(teacher)}, levels)
-    assert imitation["fi_weight"] == 3.0
+    assert imitation.fi_weight == 3.0
     for preset, gamma in (("default", 0.0), ("reference", 1.0)):
         objective, _, _ = _objective(quick_data, teacher_run, preset=preset)
         units = [*objective.pixel.student_units.values(), *objective.pixel.teacher_units.values()]
@@ -293,7 +316,10 @@ def test_teacher_from_a_weights_file(quick_data, teacher_run):
     )
     with pytest.raises(UserError, match="needs its architecture"):
         build_distiller(
-            build_detector(cfg.model), {**cfg.distill, "teacher_model": None}, cfg.model, torch.device("cpu")
+            build_detector(cfg.model),
+            dataclasses.replace(cfg.distill, teacher_model=None),
+            cfg.model,
+            torch.device("cpu"),
         )
 
 
@@ -320,13 +346,13 @@ def test_inspection_api_for_teacher_drkd_and_baseline_students(quick_data, teach
     settings = cfg.distill
     for view in views.values():
         assert view.image_size == tuple(image.shape[-2:]) and "units of" in view.units
-        for lv in settings["pr_levels"]:
+        for lv in settings.pr_levels:
             level = view.levels[lv]
-            m = settings["nodes"][lv]
+            m = settings.nodes[lv]
             assert level.relation.shape == level.feature.shape
             assert level.projection.shape == (m, *level.feature.shape[-2:])
             assert level.nodes.shape == (2 * m, m) and level.node_mixing.shape == (m, m)
-        for lv in settings["ir_levels"]:
+        for lv in settings.ir_levels:
             inst = view.instances[lv]
             n = len(boxes)
             assert inst.matrix.shape == (n, n) and inst.filter.shape == (n, n)
@@ -334,7 +360,7 @@ def test_inspection_api_for_teacher_drkd_and_baseline_students(quick_data, teach
             assert torch.equal(inst.boxes, boxes)
         assert set(view.detections) == {"boxes", "scores", "labels"}
     # the DRKD student and the baseline are seen through the same units: only their features differ
-    lv = settings["pr_levels"][0]
+    lv = settings.pr_levels[0]
     assert views["drkd"].units == views["baseline"].units
     assert not torch.equal(views["drkd"].levels[lv].relation, views["baseline"].levels[lv].relation)
     with pytest.raises(UserError, match="is not a DRKD run"):
@@ -352,8 +378,8 @@ def test_pkd_method(quick_data, teacher_run, tmp_path):
             distill={"method": "pkd", "teacher": str(teacher)},
         )
     )
-    assert cfg.distill["pkd_weight"] > 0
-    assert all(cfg.distill[k] == 0 for k in ("pr_weight", "ir_weight", "ins_weight", "fi_weight"))
+    assert cfg.distill.pkd_weight > 0
+    assert all(cfg.distill.weight(k) == 0 for k in ("pr_weight", "ir_weight", "ins_weight", "fi_weight"))
     manifest = train(cfg, tmp_path / "pkd", quiet=True)
     assert "L_PKD" in manifest["formula"] and "L_FI" not in manifest["formula"]
     row = json.loads((tmp_path / "pkd" / "metrics.jsonl").read_text().splitlines()[0])
@@ -366,7 +392,7 @@ def test_separate_clip_gives_the_distillation_modules_their_own_group(quick_data
     clipped on their own and logged; the authors' single clip stays the default and the reference."""
     objective, _, _ = _objective(quick_data, teacher_run)
     assert len(objective.parameter_groups()) == 1
-    assert resolve_distill({"method": "drkd", "teacher": "t", "preset": "reference"}, ["P2", "P3"])["clip"] == "joint"
+    assert resolve_distill({"method": "drkd", "teacher": "t", "preset": "reference"}, ["P2", "P3"]).clip == "joint"
     objective, _, _ = _objective(quick_data, teacher_run, clip="separate")
     student, modules = objective.parameter_groups()
     assert {id(p) for p in student} == {id(p) for p in objective.student.parameters() if p.requires_grad}

@@ -249,7 +249,7 @@ def test_coco_paper_configs_dry_run_on_real_coco(mini_coco, tmp_path):
             REPO / "configs" / "coco-paper" / f"drkd_{family}.yaml",
             overrides=[*data, *tiny, f"distill.teacher={teacher}"],
         )
-        assert student.distill["preset"] == "reference" and student.distill["pr_weight"] == 1e-3
+        assert student.distill.preset == "reference" and student.distill.pr_weight == 1e-3
         manifest = train(student, tmp_path / f"drkd_{family}", quiet=True)
         assert manifest["status"] == "finished" and manifest["world_size"] == 1
         assert json.loads((tmp_path / f"drkd_{family}" / "eval" / "val" / "metrics.json").read_text())["per_class"]

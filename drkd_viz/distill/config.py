@@ -24,6 +24,7 @@ Ablations are small overrides of these (:data:`ABLATIONS`), used by the experime
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -74,6 +75,14 @@ class DistillConfig:
     # standardise each channel of both sides before the MSE of L_PR and L_INS (as PKD does)
     standardize: bool | None = None
 
+    def weight(self, key: str) -> float:
+        """λ of a term by its ``distill:`` key (``pr_weight``, …); 0 when unset."""
+        return getattr(self, key) or 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as config.yaml records it."""
+        return dataclasses.asdict(self)
+
 
 WEIGHT_SCHEDULES = ("constant", "cosine")
 
@@ -110,11 +119,12 @@ TERMS = (
 )
 TERM_KEYS = tuple(term.key for term in TERMS)  # loss keys a distillation objective may add to L_det's
 WEIGHT_KEYS = tuple(term.weight for term in TERMS)
+LEVEL_KEYS = ("pr_levels", "ir_levels", "fi_levels", "pkd_levels")  # the FPN levels each loss reads
 
 
-def active_terms(settings: dict[str, Any] | None) -> tuple[Term, ...]:
+def active_terms(settings: DistillConfig | None) -> tuple[Term, ...]:
     """The terms a resolved ``distill:`` section switches on (λ > 0), in computation order."""
-    return tuple(term for term in TERMS if (settings or {}).get(term.weight, 0) > 0)
+    return tuple(term for term in TERMS if settings is not None and settings.weight(term.weight) > 0)
 
 
 METHOD_WEIGHTS = {  # the weights each method uses; the others are set to 0
@@ -124,12 +134,12 @@ METHOD_WEIGHTS = {  # the weights each method uses; the others are set to 0
 }
 
 
-def formula(settings: dict[str, Any] | None) -> str:
+def formula(settings: DistillConfig | None) -> str:
     """The loss a resolved ``distill:`` section minimises, as it would be written in the paper."""
-    terms = [f"{settings[term.weight]:g}·{term.symbol}" for term in active_terms(settings)]
+    terms = [f"{settings.weight(term.weight):g}·{term.symbol}" for term in active_terms(settings)]
     if not terms:
         return "L = L_det"
-    if settings.get("weight_schedule", "constant") == "cosine":
+    if settings.weight_schedule == "cosine":
         return f"L = L_det + c(t)·({' + '.join(terms)}),  c(t) = ½(1 + cos πt), t = step / steps"
     return "L = L_det + " + " + ".join(terms)
 
@@ -208,44 +218,35 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def resolve_distill(section: dict[str, Any], levels: list[str]) -> dict[str, Any]:
+def resolve_distill(section: DistillConfig | dict[str, Any], levels: list[str]) -> DistillConfig | None:
     """Check a ``distill:`` section and fill every unset switch from its preset, for a detector with
-    FPN ``levels``. Returns a plain dict (what config.yaml records)."""
-    cfg: DistillConfig = from_dict(DistillConfig, section, where="distill")
+    FPN ``levels``: a DistillConfig with nothing left unset (``teacher_model`` apart), or None for method
+    ``none``. Resolving a resolved section changes nothing."""
+    cfg = section if isinstance(section, DistillConfig) else from_dict(DistillConfig, section, where="distill")
     if cfg.method == "none":
-        return {"method": "none"}
+        return None
     if not cfg.teacher:
         raise UserError(f"distill.teacher: method {cfg.method!r} needs a teacher (a run folder or a weights file)")
-    preset = PRESETS[cfg.preset]
-    resolved = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    for key, value in preset.items():
-        if resolved.get(key) is None:
-            resolved[key] = value
-    defaults = {
-        "pr_levels": list(levels),
-        "ir_levels": list(levels[:2]),
-        "fi_levels": list(levels),
-        "pkd_levels": list(levels),
-    }
-    for key, value in defaults.items():
-        if resolved[key] is None:
-            resolved[key] = value
-    for key in defaults:
-        unknown = [lv for lv in resolved[key] if lv not in levels]
+    fill: dict[str, Any] = {key: value for key, value in PRESETS[cfg.preset].items() if getattr(cfg, key) is None}
+    for key in LEVEL_KEYS:  # the relation losses' levels: all of them, and the two finest for the instance ones
+        if getattr(cfg, key) is None:
+            fill[key] = list(levels[:2]) if key == "ir_levels" else list(levels)
+    # the weights of the other methods are 0: one section names one method
+    fill.update({key: 0.0 for key in WEIGHT_KEYS if key not in METHOD_WEIGHTS[cfg.method]})
+    resolved = dataclasses.replace(cfg, **copy.deepcopy(fill))
+    for key in LEVEL_KEYS:
+        unknown = [lv for lv in getattr(resolved, key) if lv not in levels]
         if unknown:
             raise UserError(f"distill.{key}: {unknown} are not levels of this detector; it has {levels}")
-    bad_nodes = {lv: n for lv, n in resolved["nodes"].items() if isinstance(n, bool) or not isinstance(n, int) or n < 1}
+    bad_nodes = {lv: n for lv, n in resolved.nodes.items() if isinstance(n, bool) or not isinstance(n, int) or n < 1}
     if bad_nodes:
         raise UserError(f"distill.nodes: node counts must be integers >= 1, got {bad_nodes}")
-    missing_nodes = [lv for lv in resolved["pr_levels"] if lv not in resolved["nodes"]]
+    missing_nodes = [lv for lv in resolved.pr_levels if lv not in resolved.nodes]
     if missing_nodes:
         raise UserError(f"distill.nodes: no node count for levels {missing_nodes}")
     for key in WEIGHT_KEYS:
-        if key not in METHOD_WEIGHTS[cfg.method]:
-            resolved[key] = 0.0
-    for key in WEIGHT_KEYS:
-        if resolved[key] < 0:
-            raise UserError(f"distill.{key} must be >= 0, got {resolved[key]}")
+        if resolved.weight(key) < 0:
+            raise UserError(f"distill.{key} must be >= 0, got {resolved.weight(key)}")
     return resolved
 
 

@@ -12,13 +12,12 @@ adapters are trained with the student's optimiser and never exported with the st
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from drkd_viz.distill.baselines import FeatureImitationLoss, PearsonImitationLoss
-from drkd_viz.distill.config import TERM_KEYS, active_terms, weight_factor
+from drkd_viz.distill.config import TERM_KEYS, DistillConfig, active_terms, weight_factor
 from drkd_viz.distill.config import formula as loss_formula
 from drkd_viz.distill.instance_relation import InstanceRelationLoss
 from drkd_viz.distill.objective import METHODS, Losses, Objective
@@ -31,19 +30,19 @@ from drkd_viz.models.weights import load_exported_detector, load_weights
 SAME_INPUT = ("min_size", "max_size", "image_mean", "image_std")
 
 
-def load_teacher(settings: dict[str, Any]) -> tuple[nn.Module, DetectorConfig]:
+def load_teacher(settings: DistillConfig) -> tuple[nn.Module, DetectorConfig]:
     """The teacher named by ``distill.teacher``: a run folder, or a weights file with ``teacher_model``."""
-    source = Path(settings["teacher"])
+    source = Path(settings.teacher)
     if source.is_dir():
         return load_exported_detector(source)
     if not source.is_file():
         raise UserError(f"distill.teacher: {source} is neither a run folder nor a weights file")
-    if not settings.get("teacher_model"):
+    if not settings.teacher_model:
         raise UserError(
             "distill.teacher_model: a teacher weights file needs its architecture "
             "(DetectorConfig fields: family, backbone, fpn_channels, num_classes, …)"
         )
-    cfg = DetectorConfig(**settings["teacher_model"])
+    cfg = DetectorConfig(**settings.teacher_model)
     model = build_detector(cfg)
     load_weights(model, source)
     return model, cfg
@@ -72,7 +71,7 @@ class DistillationObjective(Objective):
         self,
         student: nn.Module,
         teacher: nn.Module,
-        settings: dict[str, Any],
+        settings: DistillConfig,
         student_cfg: DetectorConfig,
         teacher_cfg: DetectorConfig,
     ):
@@ -82,48 +81,49 @@ class DistillationObjective(Objective):
         self.settings = settings
         self.terms = active_terms(settings)
         used = {term.module for term in self.terms}
+        keys = {term.key for term in self.terms}
         s_ch, t_ch = student_cfg.fpn_channels, teacher_cfg.fpn_channels
-        w = settings
         self.pixel = (
             PixelRelationLoss(
-                w["pr_levels"],
+                settings.pr_levels,
                 s_ch,
                 t_ch,
-                w["nodes"],
-                w["glore_normalize"],
-                w["norm"],
-                zero_init=w.get("glore_zero_init", False),
-                standardize=w.get("standardize", False),
+                settings.nodes,
+                settings.glore_normalize,
+                settings.norm,
+                zero_init=settings.glore_zero_init,
+                standardize=settings.standardize,
             )
             if "pixel" in used
             else None
         )
         self.instance = (
             InstanceRelationLoss(
-                w["ir_levels"],
+                settings.ir_levels,
                 s_ch,
                 t_ch,
-                w["roi_size"],
-                w["relation_filter"],
-                w["ir_target"],
-                w["norm"],
-                w["relation_scale"],
-                relations=w["ir_weight"] > 0,
-                instances=w["ins_weight"] > 0,
-                teacher_relation=w.get("teacher_relation", "learned"),
-                adapter=w.get("instance_adapter", "linear"),
-                standardize=w.get("standardize", False),
+                settings.roi_size,
+                settings.relation_filter,
+                settings.ir_target,
+                settings.norm,
+                settings.relation_scale,
+                relations="loss_ir" in keys,
+                instances="loss_ins" in keys,
+                teacher_relation=settings.teacher_relation,
+                adapter=settings.instance_adapter,
+                standardize=settings.standardize,
             )
             if "instance" in used
             else None
         )
-        self.imitation = FeatureImitationLoss(w["fi_levels"], s_ch, t_ch, w["norm"]) if "imitation" in used else None
-        self.pearson = PearsonImitationLoss(w["pkd_levels"], s_ch, t_ch) if "pearson" in used else None
+        fi, pkd = "imitation" in used, "pearson" in used
+        self.imitation = FeatureImitationLoss(settings.fi_levels, s_ch, t_ch, settings.norm) if fi else None
+        self.pearson = PearsonImitationLoss(settings.pkd_levels, s_ch, t_ch) if pkd else None
         self._metrics: dict[str, float] = {}
         self._factor = 1.0  # the λ schedule's multiplier at the current step
 
     def set_progress(self, progress: float) -> None:
-        self._factor = weight_factor(self.settings.get("weight_schedule", "constant"), progress)
+        self._factor = weight_factor(self.settings.weight_schedule, progress)
 
     def watch(self, on: bool) -> None:
         for loss in (self.pixel, self.instance):
@@ -132,7 +132,7 @@ class DistillationObjective(Objective):
 
     def weight(self, key: str) -> float:
         """λ of a term at the current step."""
-        return self._factor * self.settings[key]
+        return self._factor * self.settings.weight(key)
 
     def forward(self, images: list[torch.Tensor], targets: list[dict]) -> Losses:
         """L_det's terms, then λ·L for every active term, in :data:`TERMS` order (the order they are summed)."""
@@ -176,7 +176,7 @@ class DistillationObjective(Objective):
 
     def parameter_groups(self) -> list[list[nn.Parameter]]:
         student = [p for p in self.student.parameters() if p.requires_grad]
-        if self.settings.get("clip", "joint") != "separate":
+        if self.settings.clip != "separate":
             return super().parameter_groups()
         ids = {id(p) for p in student}
         return [student, [p for p in self.parameters() if p.requires_grad and id(p) not in ids]]
@@ -186,7 +186,7 @@ class DistillationObjective(Objective):
 
 
 def build_distiller(
-    student: nn.Module, settings: dict[str, Any], student_cfg: DetectorConfig, device: torch.device
+    student: nn.Module, settings: DistillConfig, student_cfg: DetectorConfig, device: torch.device
 ) -> DistillationObjective:
     teacher, teacher_cfg = load_teacher(settings)
     return DistillationObjective(student, teacher.to(device), settings, student_cfg, teacher_cfg)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torchvision.models.detection.transform import resize_boxes
 
+from drkd_viz.distill.config import active_terms
 from drkd_viz.distill.glore import GraphReasoningUnit
 from drkd_viz.distill.instance_relation import RelationModule, boxes_to_rois, level_stride, pool_instances
 from drkd_viz.errors import UserError
@@ -90,9 +91,10 @@ class RelationUnits(nn.Module):
         run = Path(run_dir)
         folder = RunFolder(run)
         cfg = load_config(folder.config)
-        settings = cfg.distill or {}
-        if settings.get("method") != "drkd":
-            raise UserError(f"{run} is not a DRKD run (distill.method is {settings.get('method', 'none')!r})")
+        settings = cfg.distill
+        if settings is None or settings.method != "drkd":
+            method = settings.method if settings else "none"
+            raise UserError(f"{run} is not a DRKD run (distill.method is {method!r})")
         ckpt = latest_checkpoint(folder.checkpoints)
         if ckpt is None:
             raise UserError(f"{run} has no checkpoint yet")
@@ -100,27 +102,28 @@ class RelationUnits(nn.Module):
         state = read_safetensors(ckpt.path / "model.safetensors")
         pixel_prefix, rel_prefix = f"pixel.{side}_units.", f"instance.{side}_relations."
         pixel, relations = {}, {}
-        for lv in settings["pr_levels"] if settings["pr_weight"] > 0 else []:
+        keys = {term.key for term in active_terms(settings)}  # units exist only for the terms that were trained
+        for lv in settings.pr_levels if "loss_pr" in keys else []:
             weight = state[f"{pixel_prefix}{lv}.state.weight"]  # S x C x 1 x 1
             nodes = state[f"{pixel_prefix}{lv}.proj.weight"].shape[0]
-            unit = GraphReasoningUnit(weight.shape[1], nodes, weight.shape[0], settings["glore_normalize"])
+            unit = GraphReasoningUnit(weight.shape[1], nodes, weight.shape[0], settings.glore_normalize)
             unit.load_state_dict(
                 {k[len(f"{pixel_prefix}{lv}.") :]: v for k, v in state.items() if k.startswith(f"{pixel_prefix}{lv}.")}
             )
             pixel[lv] = unit
-        for lv in settings["ir_levels"] if settings["ir_weight"] > 0 else []:
+        for lv in settings.ir_levels if "loss_ir" in keys else []:
             dim = state[f"{rel_prefix}{lv}.theta.weight"].shape[1]
             module = RelationModule(
                 dim,
-                settings["relation_filter"],
-                settings["relation_scale"],
-                aggregate=settings["ir_target"] == "features",
+                settings.relation_filter,
+                settings.relation_scale,
+                aggregate=settings.ir_target == "features",
             )
             module.load_state_dict(
                 {k[len(f"{rel_prefix}{lv}.") :]: v for k, v in state.items() if k.startswith(f"{rel_prefix}{lv}.")}
             )
             relations[lv] = module
-        return cls(pixel, relations, settings["roi_size"], f"{side} units of {run.name}").eval()
+        return cls(pixel, relations, settings.roi_size, f"{side} units of {run.name}").eval()
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from drkd_viz.distill.config import DistillConfig
 from drkd_viz.errors import UserError
 
 Losses = dict[str, torch.Tensor]
@@ -77,17 +78,19 @@ class Objective(nn.Module):
 
 
 # Distillation methods register here: name -> builder(student, resolved distill section, detector config, device)
-ObjectiveBuilder = Callable[[nn.Module, dict[str, Any], Any, torch.device], Objective]
+ObjectiveBuilder = Callable[[nn.Module, DistillConfig, Any, torch.device], Objective]
 METHODS: dict[str, ObjectiveBuilder] = {}
 
 
-def build_objective(student: nn.Module, distill: dict | None, model_cfg: Any, device: torch.device) -> Objective:
+def build_objective(
+    student: nn.Module, distill: DistillConfig | None, model_cfg: Any, device: torch.device
+) -> Objective:
     """The plain objective, or the one the config's ``distill.method`` names."""
-    if not distill or distill.get("method", "none") == "none":
+    if distill is None or distill.method == "none":
         return Objective(student)
     import drkd_viz.distill.distiller  # noqa: F401  (registers the methods)
 
-    method = distill.get("method")
+    method = distill.method
     if method not in METHODS:
         raise UserError(f"distill.method: unknown method {method!r}; choose one of {['none', *sorted(METHODS)]}")
     return METHODS[method](student, distill, model_cfg, device)

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
+from drkd_viz.distill.config import DistillConfig, resolve_distill
 from drkd_viz.models.factory import DetectorConfig
 from drkd_viz.utils.typed_config import AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, SEED, ConfigError, Range, from_dict
 
@@ -112,7 +113,7 @@ class RunConfig:
     model: DetectorConfig = field(default_factory=DetectorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    distill: dict[str, Any] | None = None  # the distillation method's own section (checked by that method)
+    distill: DistillConfig | None = None  # resolved at load time: no switch left unset; None: no distillation
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -160,9 +161,7 @@ def load_config(
     for key, value in parse_overrides(overrides):
         _set_path(raw, key, value)
     cfg = from_dict(RunConfig, raw, where=str(path) if path else "config")
-    if cfg.distill:  # checked and completed from its preset now, so a typo fails before any training
-        from drkd_viz.distill.config import resolve_distill
-
+    if cfg.distill is not None:  # completed from its preset now, so a wrong level fails before any training
         cfg.distill = resolve_distill(cfg.distill, cfg.model.levels)
     return cfg
 

@@ -58,7 +58,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def architecture(cfg: RunConfig) -> dict[str, Any]:
     """What a checkpoint must match to be loaded: the detector and the method's modules."""
-    return {"model": cfg.model.to_dict(), "method": (cfg.distill or {}).get("method", "none"), "distill": cfg.distill}
+    distill = cfg.distill.to_dict() if cfg.distill else None
+    return {"model": cfg.model.to_dict(), "method": distill["method"] if distill else "none", "distill": distill}
 
 
 def _prepare_run_folder(run: RunFolder, cfg: RunConfig, resume: bool, info: DistInfo) -> None:

@@ -19,7 +19,7 @@ from drkd_viz.distill.config import formula
 from drkd_viz.engine.config import RunConfig, load_config, merge_sections
 from drkd_viz.errors import UserError
 from drkd_viz.experiments.pipeline import PRESETS, ensure_pretrained, ensure_run, plan, student_key
-from drkd_viz.runs import RunFolder, RunsRoot
+from drkd_viz.runs import RunFolder, RunsRoot, run_name
 
 VARIANT_METHODS = ("baseline", "feature_imitation", "pkd", "drkd")
 SHOWN = ("AP", "AP50", "APs", "APm", "APl")
@@ -45,7 +45,7 @@ class Variant:
 
     def name(self) -> str:
         budget = f"-it{self.iterations}" if self.iterations else ""
-        return f"{self.method}{budget}-s{self.seed}"
+        return run_name(f"{self.method}{budget}", self.seed)
 
 
 def variant_config(runs: str | os.PathLike, preset: str, variant: Variant) -> RunConfig:
