@@ -344,7 +344,8 @@ def confusion_matrix(
         ranked = sorted(dets.get(image["id"], []), key=lambda d: -d["score"])
         boxes = np.array([d["bbox"] for d in ranked], dtype=float).reshape(-1, 4)
         overlap = _iou_xywh(boxes, np.array([a["bbox"] for a in anns], dtype=float).reshape(-1, 4))
-        crowd_boxes = np.array([a["bbox"] for a in crowd], dtype=float).reshape(-1, 4)
+        # each detection's share inside a crowd region, for the whole image at once (COCO's crowd rule)
+        in_crowd = _iou_xywh(boxes, np.array([a["bbox"] for a in crowd], dtype=float).reshape(-1, 4), crowd=True)
         taken = np.zeros(len(anns), dtype=bool)
         classes = np.array([a["category_id"] for a in anns])
         for i, det in enumerate(ranked):
@@ -355,7 +356,7 @@ def confusion_matrix(
             elif len(anns) and free.max() >= iou:
                 j = int(free.argmax())
             else:
-                if crowd and _iou_xywh(boxes[i : i + 1], crowd_boxes, crowd=True).max() >= iou:
+                if crowd and in_crowd[i].max() >= iou:
                     continue
                 area = det["bbox"][2] * det["bbox"][3]
                 if keep(area):
