@@ -133,6 +133,9 @@ LADDER_PINS: dict[str, list[str]] = {
     "drkd-s0": ["distill.pr_weight=0.0175", "distill.glore_zero_init=false"],
     "feature_imitation-s0": ["distill.fi_weight=0.15"],
 }
+# Every variant recorded so far ran with the student's earlier test-time proposal counts (300 -> 150); the demo's
+# student now keeps 100 (configs/demo/student_faster_rcnn.yaml), so every variant is pinned to the old counts
+TEST_PROPOSAL_PINS = ["model.rpn_pre_nms_top_n_test=300", "model.rpn_post_nms_top_n_test=150"]
 LADDER: dict[str, tuple[str, list[str]]] = {
     "ladder-baseline": ("baseline-s0", []),
     "ladder-drkd": ("drkd-s0", []),
@@ -231,9 +234,10 @@ def main() -> None:
         job, overrides = LADDER.get(name, ("baseline-s0", VARIANTS.get(name)))
         if overrides is None:
             raise SystemExit(f"unknown variant {name!r}; known: {', '.join([*VARIANTS, *LADDER])}")
-        if name in LADDER:  # the pins first; a rung's own value of a pinned key replaces the pin
-            own = {o.split("=", 1)[0] for o in overrides}
-            overrides = [*(p for p in LADDER_PINS.get(job, []) if p.split("=", 1)[0] not in own), *overrides]
+        # the pins first; a variant's own value of a pinned key replaces the pin
+        pins = [*TEST_PROPOSAL_PINS, *(LADDER_PINS.get(job, []) if name in LADDER else [])]
+        own = {o.split("=", 1)[0] for o in overrides}
+        overrides = [*(p for p in pins if p.split("=", 1)[0] not in own), *overrides]
         raw = json.loads(json.dumps(dataclasses.asdict(jobs[job].config)))
         folder = args.out / name
         manifest_file = folder / "manifest.json"
