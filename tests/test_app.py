@@ -281,6 +281,10 @@ def test_attribution_page(app):
     app.multiselect(key="attr_methods").set_value(["integrated_gradients", "gradcam"]).run()
     app.select_slider(key="attr_steps").set_value(8).run()
     _ok(app)
+    # Grad-CAM starts on the level the detector reads the box from (any other level of Faster R-CNN is all zero)
+    assert app.selectbox(key="attr_level").value == "auto"
+    app.selectbox(key="attr_level").set_value("P3").run()
+    _ok(app)
     scores = app.dataframe[0].value
     assert {"IG sum", "score − score(black)"} <= set(scores.columns) and len(scores) == 3
     assert _images(app) == 1

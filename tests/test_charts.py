@@ -16,6 +16,7 @@ from drkd_viz.analysis.detection_errors import (
     error_gains,
 )
 from drkd_viz.viz import charts
+from drkd_viz.viz.common import ROLE_COLORS
 
 
 def _table() -> pd.DataFrame:
@@ -87,3 +88,9 @@ def test_confusion_and_size_and_curve_charts_are_valid():
     logged = pd.DataFrame({"loss": [3.0, 2.0, 1.5], "loss_pr": [0.5, 0.3, 0.2]}, index=pd.Index([10, 20, 30]))
     spec = charts.training_curves_chart({"drkd-s0": logged}, ["loss", "loss_pr"], smooth=2, log_scale=True).to_dict()
     assert spec["resolve"]["scale"]["y"] == "independent" and '"log"' in json.dumps(spec)
+    # runs named <role>-s<seed>, one per role, take their role's colour; two seeds of one role cannot
+    two = {"baseline-s0": logged, "drkd-s0": logged}
+    scale = charts.training_curves_chart(two, ["loss"]).to_dict()["spec"]["layer"][0]["encoding"]["color"]["scale"]
+    assert scale == {"domain": ["baseline-s0", "drkd-s0"], "range": [ROLE_COLORS["baseline"], ROLE_COLORS["drkd"]]}
+    seeds = charts.training_curves_chart({"drkd-s0": logged, "drkd-s1": logged}, ["loss"]).to_dict()
+    assert "scale" not in seeds["spec"]["layer"][0]["encoding"]["color"]

@@ -14,6 +14,7 @@ from drkd_viz.data.synthetic import size_bucket
 from drkd_viz.errors import UserError
 from drkd_viz.viz import attribution as vattr
 
+BOX_LEVEL = "auto"  # Grad-CAM on the FPN level the detector reads the chosen box from
 ctx = context.current()
 st.title("Attribution")
 st.caption(
@@ -84,8 +85,13 @@ with left:
         format_func=attribution.METHOD_TITLES.get,
         key="attr_methods",
     )
-    level = st.selectbox(
-        "Grad-CAM level", models.pixel_levels(), index=min(1, len(models.pixel_levels()) - 1), key="attr_level"
+    level_choice = st.selectbox(
+        "Grad-CAM level",
+        [BOX_LEVEL, *models.pixel_levels()],
+        format_func=lambda v: "the box's level (as the detector reads it)" if v == BOX_LEVEL else v,
+        help="Faster R-CNN pools each box from one FPN level (small boxes from P2); Grad-CAM on any other level is "
+        "zero, because FPN outputs do not feed each other.",
+        key="attr_level",
     )
     steps = st.select_slider("Integrated Gradients steps", [8, 16, 32, 64], value=16, key="attr_steps")
     zooms = {"whole image": None, "3× the box": 3.0, "6× the box": 6.0}
@@ -95,6 +101,20 @@ if not roles or not methods:
     st.info("Pick at least one model and one method.")
     st.stop()
 box, label, _ = candidates[chosen]
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def level_of_box(root, preset, seed, stamp, image_key, box, _picked) -> str:
+    # teacher and students share the family and input size, so one model's level mapping serves all
+    model = next(iter(context.model_set(root, preset, seed, stamp).models.values()))
+    return attribution.box_level(model, _picked.image, torch.tensor(box))
+
+
+level = (
+    level_of_box(ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, picked.key, tuple(box), picked)
+    if level_choice == BOX_LEVEL
+    else level_choice
+)
 
 
 @st.cache_data(show_spinner="Attributing (gradients through every model) …", max_entries=64)

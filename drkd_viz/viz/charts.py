@@ -8,6 +8,7 @@ need it, so it is imported when a chart is made.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,16 @@ def _model_scale(models: list[str]) -> Any:
     palette = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
     colors = [ROLE_COLORS.get(m, palette[i % len(palette)]) for i, m in enumerate(models)]
     return alt.Scale(domain=[role_title(m) for m in models], range=colors)
+
+
+def _run_scale(runs: list[str]) -> Any:
+    """Runs named ``<role>-s<seed>``, one per role, in their role's colour (as on every other page); else
+    Altair's palette."""
+    alt = _alt()
+    roles = [re.sub(r"-s\d+$", "", run) for run in runs]
+    if len(set(roles)) < len(roles) or not all(role in ROLE_COLORS for role in roles):
+        return alt.Undefined
+    return alt.Scale(domain=runs, range=[ROLE_COLORS[role] for role in roles])
 
 
 def error_breakdown_chart(table: pd.DataFrame, size: str = "all", selectable: bool = False) -> Any:
@@ -246,16 +257,20 @@ def training_curves_chart(
         .encode(
             x=alt.X("iteration:Q"),
             y=alt.Y("value:Q", title=None, scale=alt.Scale(type="log" if log_scale else "linear")),
-            color=alt.Color("run:N", sort=list(frames)),
+            color=alt.Color(
+                "run:N", sort=list(frames), scale=_run_scale(list(frames)), legend=alt.Legend(orient="bottom")
+            ),
         )
     )
     points = lines.mark_point(size=20).encode(
         opacity=alt.condition(hover, alt.value(1), alt.value(0)),
         tooltip=["run:N", "term:N", "iteration:Q", alt.Tooltip("value:Q", format=".4g")],
     )
-    panels = alt.layer(lines, points.add_params(hover)).properties(width=260, height=180)
+    # a faceted chart keeps its panels' fixed width (it cannot stretch): two 240 px columns and the legend below
+    # fit the Runs page's chart column on a laptop screen, where three overflowed it
+    panels = alt.layer(lines, points.add_params(hover)).properties(width=240, height=170)
     return (
-        panels.facet(facet=alt.Facet("term:N", sort=terms, title=None), columns=3, data=data)
+        panels.facet(facet=alt.Facet("term:N", sort=terms, title=None), columns=2, data=data)
         .resolve_scale(y="independent")
         .properties(title=title)
     )
