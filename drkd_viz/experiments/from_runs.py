@@ -25,7 +25,6 @@ from drkd_viz.engine.config import RunConfig
 from drkd_viz.errors import UserError
 from drkd_viz.runs import RunFolder, RunsRoot, environment_info
 from drkd_viz.runs.reports import PLAIN_NAME, Report  # model and report names become folder names and table rows
-from drkd_viz.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 RESERVED = ("teacher", "baseline")
 
@@ -124,7 +123,7 @@ def report_from_runs(
     ``out`` is ``RUNS/reports/NAME``; see the module's docstring for what the runs must share."""
     from drkd_viz.engine.data import open_split
     from drkd_viz.engine.inference import evaluate_run
-    from drkd_viz.experiments.report import COST_IMAGES, collect, error_section, figures, markdown, model_costs
+    from drkd_viz.experiments.report import COST_IMAGES, collect, error_section, model_costs, save_report
 
     started = time.time()
     out = Path(out).resolve()
@@ -183,8 +182,5 @@ def report_from_runs(
         "errors": error_section(runs, annotations, split),
     }
     report["wall_seconds"] = time.time() - started
-    atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", markdown(report))
-    for figure, png in figures(report).items():
-        atomic_write_bytes(out / figure, png)
+    save_report(out, report)
     return report

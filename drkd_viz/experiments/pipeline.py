@@ -186,7 +186,7 @@ def pretrained_weights(preset: PipelinePreset, runs: Path, backbone: str, datase
 
     cfg = json.dumps(asdict(pretrain_config(preset, backbone)), sort_keys=True)
     key = hashlib.sha256(f"{cfg} {fingerprint(preset.dataset, dataset_seed)}".encode()).hexdigest()[:12]
-    return runs.resolve() / "pretrain" / f"{backbone}-{key}.safetensors"
+    return RunsRoot(runs.resolve()).pretrain / f"{backbone}-{key}.safetensors"
 
 
 def ensure_pretrained(jobs: list[Job], quiet: bool) -> None:

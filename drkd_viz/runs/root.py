@@ -7,6 +7,7 @@ RUNS/
   teacher/, <method>-s<seed>/  run folders (drkd_viz.runs.folder), the demo's at the top
   study/…                      a preset with its own runs keeps them one folder down
   variants/…                   the ablation variants' runs
+  pretrain/                    backbones pre-trained on the train split (<backbone>-<key>.safetensors)
   .stale/                      runs moved aside when their config changed
 """
 
@@ -51,6 +52,11 @@ class RunsRoot:
     @property
     def variants(self) -> Path:
         return self.path / "variants"
+
+    @property
+    def pretrain(self) -> Path:
+        """Pre-trained backbones the pipeline made, one file per (backbone, pre-training config, dataset)."""
+        return self.path / "pretrain"
 
     def run(self, role: str, seed: int = 0, subfolder: str = "") -> Path:
         """A pipeline run: ``[subfolder/]teacher``, or ``[subfolder/]<role>-s<seed>`` for a student."""
