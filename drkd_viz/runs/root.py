@@ -21,7 +21,7 @@ from typing import Any
 from drkd_viz.errors import UserError
 from drkd_viz.runs.folder import RunFolder
 
-NOT_RUNS = ("data", "reports", "report", "variants", ".stale")  # entries of a runs folder that are not runs
+NOT_RUNS = ("data", "reports", "report", "variants", "pretrain", ".stale")  # entries of a runs folder that are not runs
 REPORT_FILE = "report.json"
 
 
@@ -144,7 +144,7 @@ def runs_root(value: str | os.PathLike | None = None, argv: list[str] | None = N
 
 
 def _children(root: Path, *parts: str) -> list[Path]:
-    """The folders directly in ``root/parts`` (hidden ones and data/reports/variants left out), each resolved
+    """The folders directly in ``root/parts`` (hidden ones and the NOT_RUNS entries left out), each resolved
     and confined to ``root`` (a link out of it is skipped)."""
     found = []
     for sub in sorted(root.joinpath(*parts).iterdir()):
