@@ -215,6 +215,32 @@ LADDER: dict[str, tuple[str, list[str]]] = {
     ),
 }
 
+# Round 6, relations that carry knowledge (docs/method.md, "Anchored relations"): the anchored relation terms L_IRA and
+# L_PA, alone (method relation: no imitation of any kind) and beside feature imitation, and the controls, from the
+# demo's current student recipe (160 iterations, seed 0, 100 test-time proposals). No pins: every rung names each λ
+# it uses, so it reruns as it ran whatever the defaults become. The starting λ match the terms' gradients to L_det's
+# (24 steps at λ 1: ‖∇L_IRA‖ 3.0-3.6, ‖∇L_PA‖ 0.46-0.79, ‖∇L_det‖ 2.8-4.1, ‖∇L_FI‖ 2.4-4.8).
+RELATION = ["distill.method=relation", "distill.ira_weight=1.0", "distill.pa_weight=5.0"]
+RELATION_X3 = ["distill.method=relation", "distill.ira_weight=3.0", "distill.pa_weight=15.0"]
+FI = ["distill.fi_weight=3.0"]
+ROTATE = ["distill.rotate_teacher=true"]
+# drkd-s0 without the paper's terms: plain imitation plus the anchored relations (the factorial's full cell)
+NO_PAPER_TERMS = ["distill.pr_weight=0", "distill.ir_weight=0", "distill.ins_weight=0"]
+RELATION_LADDER: dict[str, tuple[str, list[str]]] = {
+    "r6-baseline": ("baseline-s0", []),
+    "r6-relation": ("drkd-s0", RELATION),
+    "r6-fi": ("feature_imitation-s0", FI),
+    "r6-fi-relation": ("drkd-s0", [*NO_PAPER_TERMS, *FI, "distill.ira_weight=1.0", "distill.pa_weight=5.0"]),
+    "r6-relation-x3": ("drkd-s0", RELATION_X3),
+    "r6-relation-rotate": ("drkd-s0", [*RELATION, *ROTATE]),
+    "r6-fi-rotate": ("feature_imitation-s0", [*FI, *ROTATE]),
+    "r6-drkd": ("drkd-s0", ["distill.pr_weight=6.0", "distill.glore_zero_init=true"]),
+    "r6-relation-ira": ("drkd-s0", ["distill.method=relation", "distill.ira_weight=1.0", "distill.pa_weight=0"]),
+    "r6-relation-pa": ("drkd-s0", ["distill.method=relation", "distill.ira_weight=0", "distill.pa_weight=5.0"]),
+    "r6-relation-shuffle": ("drkd-s0", [*RELATION, "distill.shuffle_relations=true"]),
+    "r6-relation-adapter": ("drkd-s0", [*RELATION, "distill.ira_student=adapter"]),
+}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -231,11 +257,16 @@ def main() -> None:
     jobs = {job.name: job for job in plan(PRESETS["demo"], args.runs)}
     ensure_pretrained([jobs["baseline-s0"]], quiet=False)
     for name in args.only.split(","):
-        job, overrides = LADDER.get(name, ("baseline-s0", VARIANTS.get(name)))
+        job, overrides = {**LADDER, **RELATION_LADDER}.get(name, ("baseline-s0", VARIANTS.get(name)))
         if overrides is None:
-            raise SystemExit(f"unknown variant {name!r}; known: {', '.join([*VARIANTS, *LADDER])}")
-        # the pins first; a variant's own value of a pinned key replaces the pin
-        pins = [*TEST_PROPOSAL_PINS, *(LADDER_PINS.get(job, []) if name in LADDER else [])]
+            known = ", ".join([*VARIANTS, *LADDER, *RELATION_LADDER])
+            raise SystemExit(f"unknown variant {name!r}; known: {known}")
+        # the pins first; a variant's own value of a pinned key replaces the pin (round 6 pins nothing)
+        pins = (
+            []
+            if name in RELATION_LADDER
+            else [*TEST_PROPOSAL_PINS, *(LADDER_PINS.get(job, []) if name in LADDER else [])]
+        )
         own = {o.split("=", 1)[0] for o in overrides}
         overrides = [*(p for p in pins if p.split("=", 1)[0] not in own), *overrides]
         raw = json.loads(json.dumps(dataclasses.asdict(jobs[job].config)))
@@ -255,7 +286,7 @@ def main() -> None:
             flush=True,
         )
         run = RunFolder(folder)
-        diagnostics = diagnostics_means(run.read_metrics()) if name in LADDER else {}
+        diagnostics = diagnostics_means(run.read_metrics()) if name in LADDER or name in RELATION_LADDER else {}
         if diagnostics:
             print(" " * 21 + "  ".join(f"{k} {v:.2f}" for k, v in diagnostics.items()), flush=True)
         git = (manifest.get("environment") or {}).get("git", {})
@@ -290,7 +321,12 @@ def record_variant(path: Path, row: dict) -> None:
 def diagnostics_means(rows: list[dict]) -> dict[str, float]:
     """The run's diagnostics (drkd_viz/distill/diagnostics.py), each averaged over the run's logged rows."""
     keys = sorted(
-        {k for r in rows for k in r if k.startswith(("grad_loss_", "cos_loss_", "t_entropy_", "t_residual_"))}
+        {
+            k
+            for r in rows
+            for k in r
+            if k.startswith(("grad_loss_", "cos_loss_", "t_entropy_", "t_residual_", "ira_auc_", "ira_row_", "ira_t_"))
+        }
     )
     keys = ["clip_factor", "clip_factor_group1", *keys]
     means = {}

@@ -14,21 +14,27 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
+from drkd_viz.distill.base import DistillationLoss, Features, GroundTruth, per_level_log
 from drkd_viz.distill.norms import feature_distance, standardise_channels
 from drkd_viz.distill.pixel_relation import check_shapes
 
 
-class FeatureImitationLoss(nn.Module):
-    term = "L_FI"
+class FeatureImitationLoss(DistillationLoss):
+    attribute, term, key = "imitation", "L_FI", "fi"
 
     def __init__(self, levels: list[str], student_channels: int, teacher_channels: int, norm: str = "mse"):
         super().__init__()
         self.levels, self.norm = list(levels), norm
         self.adapters = nn.ModuleDict({lv: nn.Conv2d(student_channels, teacher_channels, 1) for lv in self.levels})
+
+    @classmethod
+    def from_settings(cls, settings: Any, student_channels: int, teacher_channels: int, keys: frozenset[str]):
+        return cls(settings.fi_levels, student_channels, teacher_channels, settings.norm)
 
     def level_distance(self, adapted: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return feature_distance(adapted, teacher, self.norm)
@@ -42,14 +48,22 @@ class FeatureImitationLoss(nn.Module):
             per_level[lv] = self.level_distance(self.adapters[lv](student[lv]), teacher[lv])
         return torch.stack(list(per_level.values())).sum(), per_level
 
+    def terms(self, student: Features, teacher: Features, truth: GroundTruth):
+        loss, per_level = self(student, teacher)
+        return {f"loss_{self.key}": loss}, per_level_log(self.key, per_level)
+
 
 class PearsonImitationLoss(FeatureImitationLoss):
     """L_PKD (see the module docstring): returns the sum over levels and the value per level."""
 
-    term = "L_PKD"
+    attribute, term, key = "pearson", "L_PKD", "pkd"
 
     def __init__(self, levels: list[str], student_channels: int, teacher_channels: int):
         super().__init__(levels, student_channels, teacher_channels)
+
+    @classmethod
+    def from_settings(cls, settings: Any, student_channels: int, teacher_channels: int, keys: frozenset[str]):
+        return cls(settings.pkd_levels, student_channels, teacher_channels)
 
     def level_distance(self, adapted: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return 0.5 * (standardise_channels(adapted) - standardise_channels(teacher)).pow(2).mean()

@@ -30,15 +30,30 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+from drkd_viz.distill.anchored_relation import AnchoredInstanceRelationLoss
+from drkd_viz.distill.base import DistillationLoss
+from drkd_viz.distill.baselines import FeatureImitationLoss, PearsonImitationLoss
+from drkd_viz.distill.instance_relation import InstanceRelationLoss
+from drkd_viz.distill.pixel_affinity import PixelAffinityLoss
+from drkd_viz.distill.pixel_relation import PixelRelationLoss
 from drkd_viz.errors import UserError
 from drkd_viz.utils.typed_config import AT_LEAST_0, Range, from_dict
 
-METHOD_NAMES = ("none", "feature_imitation", "pkd", "drkd")
+# the weights each method may use (the others are set to 0), in one place: the method names come from it
+METHOD_WEIGHTS: dict[str, tuple[str, ...]] = {
+    # the paper's terms, the anchored relation terms, and plain imitation (for the factorial of the controls)
+    "drkd": ("pr_weight", "ir_weight", "ins_weight", "ira_weight", "pa_weight", "fi_weight"),
+    "feature_imitation": ("fi_weight",),
+    "pkd": ("pkd_weight",),
+    # relation only: matrix-form relation terms, no imitation of any kind (the first control)
+    "relation": ("ira_weight", "pa_weight"),
+}
+METHOD_NAMES = ("none", *METHOD_WEIGHTS)
 
 
 @dataclass
 class DistillConfig:
-    method: Literal["none", "feature_imitation", "pkd", "drkd"] = "drkd"
+    method: Literal[METHOD_NAMES] = "drkd"  # type: ignore[valid-type]
     preset: Literal["default", "reference"] = "default"
     teacher: str | None = None  # a run folder (uses its export/) or a weights file (+ teacher_model)
     teacher_model: dict[str, Any] | None = None  # DetectorConfig fields; needed with a weights file
@@ -47,6 +62,8 @@ class DistillConfig:
     ins_weight: Annotated[float, AT_LEAST_0] | None = None  # λ_ins
     fi_weight: Annotated[float, AT_LEAST_0] | None = None  # feature imitation weight (method feature_imitation)
     pkd_weight: Annotated[float, AT_LEAST_0] | None = None  # PKD weight (method pkd)
+    ira_weight: Annotated[float, AT_LEAST_0] | None = None  # λ_ira, the anchored instance relation (L_IRA)
+    pa_weight: Annotated[float, AT_LEAST_0] | None = None  # λ_pa, the pixel affinity (L_PA)
     pr_levels: list[str] | None = None
     nodes: dict[str, int] | None = None  # graph nodes per level
     glore_normalize: bool | None = None
@@ -58,6 +75,17 @@ class DistillConfig:
     norm: Literal["mse", "frobenius"] | None = None
     fi_levels: list[str] | None = None
     pkd_levels: list[str] | None = None
+    ira_levels: list[str] | None = None
+    pa_levels: list[str] | None = None
+    # --- the anchored relation terms (anchored_relation.py, pixel_affinity.py) ---
+    ira_temperature: Annotated[float, Range(1e-3, 10.0)] | None = None  # τ of both sides' relation rows
+    ira_background: Annotated[int, Range(0, 64)] | None = None  # background nodes added to each image
+    ira_form: Literal["kl", "distance"] | None = None  # cosine rows compared by KL, or RKD's distances by Huber
+    ira_student: Literal["features", "adapter"] | None = None  # the student's own vectors, or through a 1x1 conv
+    pa_grid: Annotated[int, Range(2, 64)] | None = None  # each level pooled to at most grid x grid cells
+    # --- the controls that separate relation knowledge from imitation (controls.py) ---
+    rotate_teacher: bool | None = None  # a fresh random rotation of the teacher's channels every step
+    shuffle_relations: bool | None = None  # the relation targets' nodes permuted within each image
     # how the λ weights change over training: constant (the paper), or cosine-decayed from λ to 0
     weight_schedule: Literal["constant", "cosine"] | None = None
     # --- the design suspects of the distillation ladder (docs/method.md, "The distillation ladder") ---
@@ -99,39 +127,37 @@ def weight_factor(schedule: str, progress: float) -> float:
 @dataclass(frozen=True)
 class Term:
     """One weighted distillation term of the objective: the loss key it is logged under, the ``distill:`` key of
-    its λ, its symbol in the paper's equation, and the loss module that computes it (one module may compute two:
-    the instance branch gives L_IR and L_INS)."""
+    its λ, its symbol in the equation, the loss module that computes it (one module may compute two: the paper's
+    instance branch gives L_IR and L_INS), and the ``distill:`` key of the FPN levels it reads."""
 
     key: str
     weight: str
     symbol: str
-    module: str
+    module: type[DistillationLoss]
+    levels: str
 
 
 # The one list the distiller builds its modules from and that drives its forward, formula() and logged loss keys,
 # in the order the terms are computed and summed
 TERMS = (
-    Term("loss_pr", "pr_weight", "L_PR", "pixel"),
-    Term("loss_ir", "ir_weight", "L_IR", "instance"),
-    Term("loss_ins", "ins_weight", "L_INS", "instance"),
-    Term("loss_fi", "fi_weight", "L_FI", "imitation"),
-    Term("loss_pkd", "pkd_weight", "L_PKD", "pearson"),
+    Term("loss_pr", "pr_weight", "L_PR", PixelRelationLoss, "pr_levels"),
+    Term("loss_ir", "ir_weight", "L_IR", InstanceRelationLoss, "ir_levels"),
+    Term("loss_ins", "ins_weight", "L_INS", InstanceRelationLoss, "ir_levels"),
+    Term("loss_ira", "ira_weight", "L_IRA", AnchoredInstanceRelationLoss, "ira_levels"),
+    Term("loss_pa", "pa_weight", "L_PA", PixelAffinityLoss, "pa_levels"),
+    Term("loss_fi", "fi_weight", "L_FI", FeatureImitationLoss, "fi_levels"),
+    Term("loss_pkd", "pkd_weight", "L_PKD", PearsonImitationLoss, "pkd_levels"),
 )
 TERM_KEYS = tuple(term.key for term in TERMS)  # loss keys a distillation objective may add to L_det's
 WEIGHT_KEYS = tuple(term.weight for term in TERMS)
-LEVEL_KEYS = ("pr_levels", "ir_levels", "fi_levels", "pkd_levels")  # the FPN levels each loss reads
+LEVEL_KEYS = tuple(dict.fromkeys(term.levels for term in TERMS))  # the FPN levels each loss reads
+# levels a loss reads when the section leaves them out: all of them, except these (the finest N)
+FINEST_LEVELS = {"ir_levels": 2, "ira_levels": 2, "pa_levels": 3}
 
 
 def active_terms(settings: DistillConfig | None) -> tuple[Term, ...]:
     """The terms a resolved ``distill:`` section switches on (λ > 0), in computation order."""
     return tuple(term for term in TERMS if settings is not None and settings.weight(term.weight) > 0)
-
-
-METHOD_WEIGHTS = {  # the weights each method uses; the others are set to 0
-    "drkd": ("pr_weight", "ir_weight", "ins_weight"),
-    "feature_imitation": ("fi_weight",),
-    "pkd": ("pkd_weight",),
-}
 
 
 def formula(settings: DistillConfig | None) -> str:
@@ -167,6 +193,19 @@ REFERENCE = {
     "glore_zero_init": False,
     "instance_adapter": "linear",
     "standardize": False,
+    **(
+        ANCHORED := {  # the anchored relation terms and the controls: not the authors', the same under both presets
+            "ira_weight": 1.0,
+            "pa_weight": 5.0,
+            "ira_temperature": 0.1,
+            "ira_background": 4,
+            "ira_form": "kl",
+            "ira_student": "features",
+            "pa_grid": 12,
+            "rotate_teacher": False,
+            "shuffle_relations": False,
+        }
+    ),
 }
 # Scales measured with λ = 1 by bench/drkd_loss_scales.py (start of a 100-iteration run, term / L_det):
 # L_PR 6.7–6.9, L_IR 2.1–2.5, L_INS 2.0–2.4; L_FI 3.5 (Faster R-CNN). The first defaults (a quarter of the λ
@@ -204,8 +243,12 @@ DEFAULT = {
     "glore_zero_init": True,
     "instance_adapter": "linear",
     "standardize": False,
+    **ANCHORED,
 }
 PRESETS = {"default": DEFAULT, "reference": REFERENCE}
+# terms a method may use but leaves off unless the section sets their λ: DRKD's anchored relation terms and plain
+# imitation (the controls' factorial switches them on)
+OFF_UNLESS_SET = {"drkd": ("ira_weight", "pa_weight", "fi_weight")}
 
 # name -> overrides of the drkd method (the experiments' comparison and ablation grid)
 ABLATIONS: dict[str, dict[str, Any]] = {
@@ -228,9 +271,10 @@ def resolve_distill(section: DistillConfig | dict[str, Any], levels: list[str]) 
     if not cfg.teacher:
         raise UserError(f"distill.teacher: method {cfg.method!r} needs a teacher (a run folder or a weights file)")
     fill: dict[str, Any] = {key: value for key, value in PRESETS[cfg.preset].items() if getattr(cfg, key) is None}
-    for key in LEVEL_KEYS:  # the relation losses' levels: all of them, and the two finest for the instance ones
+    fill.update({key: 0.0 for key in OFF_UNLESS_SET.get(cfg.method, ()) if getattr(cfg, key) is None})
+    for key in LEVEL_KEYS:  # the losses' levels: all of them, or the finest few (FINEST_LEVELS)
         if getattr(cfg, key) is None:
-            fill[key] = list(levels[:2]) if key == "ir_levels" else list(levels)
+            fill[key] = list(levels[: FINEST_LEVELS.get(key, len(levels))])
     # the weights of the other methods are 0: one section names one method
     fill.update({key: 0.0 for key in WEIGHT_KEYS if key not in METHOD_WEIGHTS[cfg.method]})
     resolved = dataclasses.replace(cfg, **copy.deepcopy(fill))
@@ -258,6 +302,7 @@ def ablation_settings(name: str) -> str:
             "baseline": "no distillation",
             "feature_imitation": "FPN feature imitation",
             "pkd": "PKD: Pearson-correlation feature imitation",
+            "relation": "relation only: the anchored instance relation and pixel affinity, no imitation",
         }.get(name, "")
     changes = ABLATIONS[name]
     return "DRKD as configured" if not changes else ", ".join(f"{k} = {v}" for k, v in changes.items())

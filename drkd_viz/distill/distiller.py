@@ -3,6 +3,9 @@
     L = L_det + λ_pr · L_PR + λ_ir · L_IR + λ_ins · L_INS          (method "drkd")
     L = L_det + λ_fi · L_FI                                       (method "feature_imitation")
     L = L_det + λ_pkd · L_PKD                                     (method "pkd")
+    L = L_det + λ_ira · L_IRA + λ_pa · L_PA                       (method "relation": relation only)
+
+DRKD may add the anchored relation terms L_IRA and L_PA and plain imitation L_FI (the controls' factorial).
 
 The teacher runs in eval mode without gradients, on exactly the student's transformed batch; the
 ground-truth boxes are taken in the student's transformed coordinates. The relation units and
@@ -16,12 +19,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from drkd_viz.distill.baselines import FeatureImitationLoss, PearsonImitationLoss
+from drkd_viz.distill.base import DistillationLoss, GroundTruth
 from drkd_viz.distill.config import TERM_KEYS, DistillConfig, active_terms, weight_factor
 from drkd_viz.distill.config import formula as loss_formula
-from drkd_viz.distill.instance_relation import InstanceRelationLoss
-from drkd_viz.distill.objective import METHODS, Losses, Objective
-from drkd_viz.distill.pixel_relation import PixelRelationLoss
+from drkd_viz.distill.controls import rotate_channels
+from drkd_viz.distill.objective import Losses, Objective
 from drkd_viz.errors import UserError
 from drkd_viz.models.capture import fpn_features, record_forward
 from drkd_viz.models.factory import DetectorConfig, build_detector
@@ -80,45 +82,12 @@ class DistillationObjective(Objective):
         self.teacher = teacher.eval().requires_grad_(False)
         self.settings = settings
         self.terms = active_terms(settings)
-        used = {term.module for term in self.terms}
-        keys = {term.key for term in self.terms}
-        s_ch, t_ch = student_cfg.fpn_channels, teacher_cfg.fpn_channels
-        self.pixel = (
-            PixelRelationLoss(
-                settings.pr_levels,
-                s_ch,
-                t_ch,
-                settings.nodes,
-                settings.glore_normalize,
-                settings.norm,
-                zero_init=settings.glore_zero_init,
-                standardize=settings.standardize,
-            )
-            if "pixel" in used
-            else None
-        )
-        self.instance = (
-            InstanceRelationLoss(
-                settings.ir_levels,
-                s_ch,
-                t_ch,
-                settings.roi_size,
-                settings.relation_filter,
-                settings.ir_target,
-                settings.norm,
-                settings.relation_scale,
-                relations="loss_ir" in keys,
-                instances="loss_ins" in keys,
-                teacher_relation=settings.teacher_relation,
-                adapter=settings.instance_adapter,
-                standardize=settings.standardize,
-            )
-            if "instance" in used
-            else None
-        )
-        fi, pkd = "imitation" in used, "pearson" in used
-        self.imitation = FeatureImitationLoss(settings.fi_levels, s_ch, t_ch, settings.norm) if fi else None
-        self.pearson = PearsonImitationLoss(settings.pkd_levels, s_ch, t_ch) if pkd else None
+        keys = frozenset(term.key for term in self.terms)
+        self.loss_modules: list[DistillationLoss] = []  # each module once, in TERMS order
+        for loss_class in dict.fromkeys(term.module for term in self.terms):
+            module = loss_class.from_settings(settings, student_cfg.fpn_channels, teacher_cfg.fpn_channels, keys)
+            self.add_module(loss_class.attribute, module)  # checkpoint keys start with the attribute
+            self.loss_modules.append(module)
         self._metrics: dict[str, float] = {}
         self._factor = 1.0  # the λ schedule's multiplier at the current step
 
@@ -126,50 +95,31 @@ class DistillationObjective(Objective):
         self._factor = weight_factor(self.settings.weight_schedule, progress)
 
     def watch(self, on: bool) -> None:
-        for loss in (self.pixel, self.instance):
-            if loss is not None:
-                loss.collect_diagnostics = on
+        for module in self.loss_modules:
+            module.collect_diagnostics = on
 
     def weight(self, key: str) -> float:
         """λ of a term at the current step."""
         return self._factor * self.settings.weight(key)
 
     def forward(self, images: list[torch.Tensor], targets: list[dict]) -> Losses:
-        """L_det's terms, then λ·L for every active term, in :data:`TERMS` order (the order they are summed)."""
+        """L = L_det + Σ λ·L_term over the active terms, in :data:`TERMS` order (the order they are summed)."""
         with record_forward(self.student) as rec:
             losses = dict(self.student(images, targets))  # L_det
         with torch.no_grad():
             teacher = fpn_features(self.teacher, rec.images.tensors)  # T_l, on the student's exact input
+            if self.settings.rotate_teacher:  # the control that scrambles imitation and keeps relations
+                teacher = rotate_channels(teacher)
         student = rec.features  # S_l
-        boxes = [t["boxes"] for t in rec.targets]  # ground truth in transformed coordinates
-        unweighted, metrics = {}, {}
-        for module in dict.fromkeys(term.module for term in self.terms):  # each module once, in order
-            values, logged = getattr(self, f"_{module}_terms")(student, teacher, boxes)
+        truth = GroundTruth.from_targets(rec.targets, rec.images.image_sizes)  # in transformed coordinates
+        unweighted, self._metrics = {}, {}
+        for module in self.loss_modules:
+            values, logged = module.terms(student, teacher, truth)
             unweighted.update(values)
-            metrics.update(logged)
+            self._metrics.update(logged)
         for term in self.terms:
             losses[term.key] = self.weight(term.weight) * unweighted[term.key]
-        self._metrics = metrics
         return losses
-
-    # each loss module's unweighted terms (by loss key) and its per-level values and diagnostics (logged)
-    def _pixel_terms(self, student, teacher, boxes) -> tuple[Losses, dict[str, float]]:
-        l_pr, per_level = self.pixel(student, teacher)
-        logged = {f"pr_{k}": float(v.detach()) for k, v in per_level.items()}
-        return {"loss_pr": l_pr}, {**logged, **self.pixel.last_diagnostics}
-
-    def _instance_terms(self, student, teacher, boxes) -> tuple[Losses, dict[str, float]]:
-        l_ir, l_ins, per_level = self.instance(student, teacher, boxes)
-        logged = {k: float(v) for k, v in per_level.items()}
-        return {"loss_ir": l_ir, "loss_ins": l_ins}, {**logged, **self.instance.last_diagnostics}
-
-    def _imitation_terms(self, student, teacher, boxes) -> tuple[Losses, dict[str, float]]:
-        l_fi, per_level = self.imitation(student, teacher)
-        return {"loss_fi": l_fi}, {f"fi_{k}": float(v.detach()) for k, v in per_level.items()}
-
-    def _pearson_terms(self, student, teacher, boxes) -> tuple[Losses, dict[str, float]]:
-        l_pkd, per_level = self.pearson(student, teacher)
-        return {"loss_pkd": l_pkd}, {f"pkd_{k}": float(v.detach()) for k, v in per_level.items()}
 
     def formula(self) -> str:
         return loss_formula(self.settings)
@@ -192,6 +142,11 @@ def build_distiller(
     return DistillationObjective(student, teacher.to(device), settings, student_cfg, teacher_cfg)
 
 
-METHODS["drkd"] = build_distiller
-METHODS["feature_imitation"] = build_distiller
-METHODS["pkd"] = build_distiller
+def build_objective(
+    student: nn.Module, distill: DistillConfig | None, model_cfg: DetectorConfig, device: torch.device
+) -> Objective:
+    """Plain detection training for method ``none`` (no section), else the distillation objective: every
+    method is a set of terms (``config.METHOD_WEIGHTS``), so one objective serves them all."""
+    if distill is None or distill.method == "none":
+        return Objective(student)
+    return build_distiller(student, distill, model_cfg, device)

@@ -26,11 +26,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torchvision.ops import roi_align
 
+from drkd_viz.distill.base import DistillationLoss, Features, GroundTruth
 from drkd_viz.distill.diagnostics import relation_entropy_ratio
 from drkd_viz.distill.norms import grouped_distance, standardise_channels
 from drkd_viz.distill.pixel_relation import check_shapes
@@ -146,7 +148,9 @@ class CosineRelation(nn.Module):
         return RelationOutput(matrix, r.new_ones(r.shape[0], r.shape[0]), r + matrix @ r)
 
 
-class InstanceRelationLoss(nn.Module):
+class InstanceRelationLoss(DistillationLoss):
+    attribute = "instance"
+
     def __init__(
         self,
         levels: list[str],
@@ -192,9 +196,26 @@ class InstanceRelationLoss(nn.Module):
                 self.relation_adapters = nn.ModuleDict({lv: adapter_module() for lv in self.levels})  # f_r
         if instances:
             self.instance_adapters = nn.ModuleDict({lv: adapter_module() for lv in self.levels})  # f_i
-        # when set, forward also records how peaked each side's relation rows are (diagnostics.py)
-        self.collect_diagnostics = False
+        # with collect_diagnostics, forward also records how peaked each side's relation rows are (diagnostics.py)
         self.last_diagnostics: dict[str, float] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Any, student_channels: int, teacher_channels: int, keys: frozenset[str]):
+        return cls(
+            settings.ir_levels,
+            student_channels,
+            teacher_channels,
+            settings.roi_size,
+            settings.relation_filter,
+            settings.ir_target,
+            settings.norm,
+            settings.relation_scale,
+            relations="loss_ir" in keys,
+            instances="loss_ins" in keys,
+            teacher_relation=settings.teacher_relation,
+            adapter=settings.instance_adapter,
+            standardize=settings.standardize,
+        )
 
     def forward(
         self,
@@ -244,3 +265,8 @@ class InstanceRelationLoss(nn.Module):
             torch.stack(ins_terms).sum() if ins_terms else zero,
             per_level,
         )
+
+    def terms(self, student: Features, teacher: Features, truth: GroundTruth):
+        l_ir, l_ins, per_level = self(student, teacher, truth.boxes)
+        logged = {k: float(v) for k, v in per_level.items()}
+        return {"loss_ir": l_ir, "loss_ins": l_ins}, {**logged, **self.last_diagnostics}

@@ -10,13 +10,9 @@ exported student.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 from torch import nn
 
-from drkd_viz.distill.config import DistillConfig
 from drkd_viz.errors import UserError
 
 Losses = dict[str, torch.Tensor]
@@ -75,22 +71,3 @@ class Objective(nn.Module):
         missing = [k for k in missing if not self._is_frozen(k)]
         if missing or unexpected:
             raise UserError(f"checkpoint does not fit this run: missing {missing[:5]}, unexpected {unexpected[:5]}")
-
-
-# Distillation methods register here: name -> builder(student, resolved distill section, detector config, device)
-ObjectiveBuilder = Callable[[nn.Module, DistillConfig, Any, torch.device], Objective]
-METHODS: dict[str, ObjectiveBuilder] = {}
-
-
-def build_objective(
-    student: nn.Module, distill: DistillConfig | None, model_cfg: Any, device: torch.device
-) -> Objective:
-    """The plain objective, or the one the config's ``distill.method`` names."""
-    if distill is None or distill.method == "none":
-        return Objective(student)
-    import drkd_viz.distill.distiller  # noqa: F401  (registers the methods)
-
-    method = distill.method
-    if method not in METHODS:
-        raise UserError(f"distill.method: unknown method {method!r}; choose one of {['none', *sorted(METHODS)]}")
-    return METHODS[method](student, distill, model_cfg, device)

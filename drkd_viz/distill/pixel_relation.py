@@ -10,10 +10,12 @@ large-magnitude channels nor the level's overall scale dominate the distance.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
+from drkd_viz.distill.base import DistillationLoss, Features, GroundTruth, per_level_log
 from drkd_viz.distill.diagnostics import residual_ratio
 from drkd_viz.distill.glore import GraphReasoningUnit
 from drkd_viz.distill.norms import feature_distance, standardise_channels
@@ -29,7 +31,9 @@ def check_shapes(student: torch.Tensor, teacher: torch.Tensor, level: str, what:
         )
 
 
-class PixelRelationLoss(nn.Module):
+class PixelRelationLoss(DistillationLoss):
+    attribute = "pixel"
+
     def __init__(
         self,
         levels: list[str],
@@ -50,9 +54,21 @@ class PixelRelationLoss(nn.Module):
             {lv: GraphReasoningUnit(teacher_channels, nodes[lv], None, normalize, zero_init) for lv in self.levels}
         )
         self.adapters = nn.ModuleDict({lv: nn.Conv2d(student_channels, teacher_channels, 1) for lv in self.levels})
-        # when set, forward also records how much each teacher-side unit changes its input (diagnostics.py)
-        self.collect_diagnostics = False
+        # with collect_diagnostics, forward also records how much each teacher-side unit changes its input
         self.last_diagnostics: dict[str, float] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Any, student_channels: int, teacher_channels: int, keys: frozenset[str]):
+        return cls(
+            settings.pr_levels,
+            student_channels,
+            teacher_channels,
+            settings.nodes,
+            settings.glore_normalize,
+            settings.norm,
+            zero_init=settings.glore_zero_init,
+            standardize=settings.standardize,
+        )
 
     def forward(
         self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor]
@@ -70,3 +86,7 @@ class PixelRelationLoss(nn.Module):
             if self.collect_diagnostics:
                 self.last_diagnostics[f"t_residual_{lv}"] = residual_ratio(t_parts.residual, teacher[lv])
         return torch.stack(list(per_level.values())).sum(), per_level
+
+    def terms(self, student: Features, teacher: Features, truth: GroundTruth):
+        l_pr, per_level = self(student, teacher)
+        return {"loss_pr": l_pr}, {**per_level_log("pr", per_level), **self.last_diagnostics}

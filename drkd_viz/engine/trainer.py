@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from drkd_viz.distill.diagnostics import step_gradient_report, term_gradients
-from drkd_viz.distill.objective import Objective, build_objective
+from drkd_viz.distill.distiller import build_objective
+from drkd_viz.distill.objective import Objective
 from drkd_viz.engine import checkpoint as ckpt_io
 from drkd_viz.engine.config import OptimConfig, RunConfig, dump_config
 from drkd_viz.engine.data import IterationBatches, ensure_embedded_data, open_split, training_loader

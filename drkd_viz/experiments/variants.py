@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from drkd_viz.distill.config import formula
+from drkd_viz.distill.config import METHOD_WEIGHTS, formula
 from drkd_viz.engine.config import RunConfig, load_config, merge_sections
 from drkd_viz.errors import UserError
 from drkd_viz.experiments.pipeline import PRESETS, ensure_pretrained, ensure_run, plan, student_key
 from drkd_viz.runs import RunFolder, RunsRoot, run_name
 
-VARIANT_METHODS = ("baseline", "feature_imitation", "pkd", "drkd")
+VARIANT_METHODS = ("baseline", *METHOD_WEIGHTS)
 SHOWN = ("AP", "AP50", "APs", "APm", "APl")
 
 
@@ -37,11 +37,15 @@ class Variant:
     ins_weight: float | None = None
     fi_weight: float | None = None
     pkd_weight: float | None = None
+    ira_weight: float | None = None  # the anchored instance relation (methods drkd and relation)
+    pa_weight: float | None = None  # the pixel affinity (methods drkd and relation)
     relation_filter: str | None = None  # learned | none | reference
     ir_target: str | None = None  # features | matrix
     pr_levels: list[str] | None = None
     ir_levels: list[str] | None = None
     weight_schedule: str | None = None  # constant | cosine
+    rotate_teacher: bool | None = None  # the control that scrambles imitation targets and keeps relations
+    shuffle_relations: bool | None = None  # the control that scrambles relation targets
 
     def name(self) -> str:
         budget = f"-it{self.iterations}" if self.iterations else ""
