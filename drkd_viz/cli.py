@@ -138,6 +138,38 @@ def pretrain(
     )
 
 
+@app.command("fit-units")
+def fit_units(
+    teacher: Annotated[Path, typer.Option(help="The teacher's finished run folder (its export/ and config.yaml).")],
+    levels: Annotated[str, typer.Option(help="FPN levels, comma-separated (default: all the teacher's).")] = "",
+    iterations: Annotated[int, typer.Option(help="Training steps of the units.")] = 200,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Fit teacher-side graph units on the frozen teacher's own detection loss, for distill.pr_teacher_units: fitted
+    (with the default preset's node counts); cached in TEACHER/fitted_units/."""
+    import json
+
+    from drkd_viz.distill.config import DEFAULT
+    from drkd_viz.distill.fitted_units import UnitFit
+    from drkd_viz.engine.fit_units import fit_teacher_units
+    from drkd_viz.models.weights import load_exported_detector
+
+    if not RunFolder(teacher).export.is_dir():
+        raise UserError(f"{teacher} is not a finished run folder (no export/); train the teacher first")
+    if iterations < 1:
+        raise UserError(f"--iterations must be at least 1, got {iterations}")
+    _, detector = load_exported_detector(teacher)
+    chosen = [lv.strip() for lv in levels.split(",") if lv.strip()] or list(detector.levels)
+    unknown = [lv for lv in chosen if lv not in detector.levels]
+    if unknown:
+        raise UserError(f"--levels: {unknown} are not levels of this teacher; it has {list(detector.levels)}")
+    fit = UnitFit(tuple(chosen), tuple(DEFAULT["nodes"][lv] for lv in chosen), DEFAULT["glore_normalize"], iterations)
+    path = fit_teacher_units(teacher, fit, progress=not quiet)
+    record = json.loads(path.with_suffix(".json").read_text())
+    ratios = ", ".join(f"{lv} {v:.2f}" for lv, v in record["residual_ratio_last_batch"].items())
+    typer.echo(f"fitted units: {path} (residual ‖G(x) − x‖ / ‖x‖: {ratios})")
+
+
 @app.command("check-data")
 def check_data(
     annotations: Annotated[Path, typer.Option(help="COCO instances JSON file.")],

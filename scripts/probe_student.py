@@ -21,7 +21,7 @@ from pathlib import Path
 
 from drkd_viz.engine.config import load_config
 from drkd_viz.engine.trainer import train
-from drkd_viz.experiments.pipeline import PRESETS, ensure_pretrained, plan
+from drkd_viz.experiments.pipeline import PRESETS, ensure_prepared, plan
 from drkd_viz.resources import configs_dir
 from drkd_viz.runs import RunFolder
 from drkd_viz.utils.io import atomic_write_json
@@ -222,6 +222,7 @@ LADDER: dict[str, tuple[str, list[str]]] = {
 # (24 steps at λ 1: ‖∇L_IRA‖ 3.0-3.6, ‖∇L_PA‖ 0.46-0.79, ‖∇L_det‖ 2.8-4.1, ‖∇L_FI‖ 2.4-4.8).
 RELATION = ["distill.method=relation", "distill.ira_weight=1.0", "distill.pa_weight=5.0"]
 RELATION_X3 = ["distill.method=relation", "distill.ira_weight=3.0", "distill.pa_weight=15.0"]
+RELATION_X9 = ["distill.method=relation", "distill.ira_weight=9.0", "distill.pa_weight=45.0"]
 FI = ["distill.fi_weight=3.0"]
 ROTATE = ["distill.rotate_teacher=true"]
 # drkd-s0 without the paper's terms: plain imitation plus the anchored relations (the factorial's full cell)
@@ -232,21 +233,76 @@ RELATION_LADDER: dict[str, tuple[str, list[str]]] = {
     "r6-fi": ("feature_imitation-s0", FI),
     "r6-fi-relation": ("drkd-s0", [*NO_PAPER_TERMS, *FI, "distill.ira_weight=1.0", "distill.pa_weight=5.0"]),
     "r6-relation-x3": ("drkd-s0", RELATION_X3),
+    "r6-relation-x9": ("drkd-s0", RELATION_X9),  # x3 still rose (33.0 after 32.5): one more step
     "r6-relation-rotate": ("drkd-s0", [*RELATION, *ROTATE]),
     "r6-fi-rotate": ("feature_imitation-s0", [*FI, *ROTATE]),
     "r6-drkd": ("drkd-s0", ["distill.pr_weight=6.0", "distill.glore_zero_init=true"]),
+    # the paper's terms at today's defaults with the anchored relations on top
+    "r6-drkd-anchored": (
+        "drkd-s0",
+        ["distill.pr_weight=6.0", "distill.glore_zero_init=true", "distill.ira_weight=1.0", "distill.pa_weight=5.0"],
+    ),
     "r6-relation-ira": ("drkd-s0", ["distill.method=relation", "distill.ira_weight=1.0", "distill.pa_weight=0"]),
     "r6-relation-pa": ("drkd-s0", ["distill.method=relation", "distill.ira_weight=0", "distill.pa_weight=5.0"]),
     "r6-relation-shuffle": ("drkd-s0", [*RELATION, "distill.shuffle_relations=true"]),
     "r6-relation-adapter": ("drkd-s0", [*RELATION, "distill.ira_student=adapter"]),
+    # the authors' Frobenius norm on L_PA (‖ΔAff‖ per image, summed): λ 0.15 gives it L_PA-mse's gradient at λ 5
+    "r6-relation-frobenius": ("drkd-s0", [*RELATION, "distill.norm=frobenius", "distill.pa_weight=0.15"]),
+    # (a) of the issue: L_PR with teacher units fitted on the teacher's detection loss, distilling only their
+    # residual G(x) − x (no imitation), alone and beside the anchored relations
+    "r6-pr-fitted-residual": (
+        "drkd-s0",
+        [
+            "distill.pr_weight=6.0",
+            "distill.ir_weight=0",
+            "distill.ins_weight=0",
+            "distill.pr_teacher_units=fitted",
+            "distill.pr_target=residual",
+        ],
+    ),
 }
+
+# The factorial on val (pre-registered with the controls): {imitation} x {pixel relation} x {instance relation}, each
+# on or off at the λ the rungs above chose, 2 seeds; the all-off cell is the baseline. Run it with --only factorial.
+# Seed 0's cells that are rungs above (the same settings; CPU runs are deterministic) are those rungs.
+FACTORIAL_WEIGHTS = {"fi": "distill.fi_weight=3.0", "pa": "distill.pa_weight=5.0", "ira": "distill.ira_weight=1.0"}
+SEED0_RUNGS = {
+    (0, 0, 0): "r6-baseline",
+    (1, 0, 0): "r6-fi",
+    (0, 1, 1): "r6-relation",
+    (1, 1, 1): "r6-fi-relation",
+    (0, 0, 1): "r6-relation-ira",
+    (0, 1, 0): "r6-relation-pa",
+}
+FACTORIAL: dict[str, tuple[str, list[str]]] = {}
+FACTORIAL_CELLS: dict[str, tuple[int, int, int, int]] = {}  # run name -> (fi, pa, ira, seed)
+for seed in (0, 1):
+    for fi in (0, 1):
+        for pa in (0, 1):
+            for ira in (0, 1):
+                if seed == 0 and (fi, pa, ira) in SEED0_RUNGS:
+                    FACTORIAL_CELLS[SEED0_RUNGS[fi, pa, ira]] = (fi, pa, ira, seed)
+                    continue
+                on = [FACTORIAL_WEIGHTS[t] for t, used in (("fi", fi), ("pa", pa), ("ira", ira)) if used]
+                start = "drkd-s0" if on else "baseline-s0"
+                off = [f"distill.{t}_weight=0" for t, used in (("fi", fi), ("pa", pa), ("ira", ira)) if not used]
+                overrides = [*NO_PAPER_TERMS, *on, *off] if on else []
+                name = f"r6-factorial-fi{fi}-pa{pa}-ira{ira}-s{seed}"
+                FACTORIAL[name] = (start, [*overrides, f"seed={seed}"])
+                FACTORIAL_CELLS[name] = (fi, pa, ira, seed)
+RELATION_LADDER.update(FACTORIAL)
+GROUPS = {"factorial": list(FACTORIAL_CELLS), "relation-ladder": [n for n in RELATION_LADDER if n not in FACTORIAL]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/demo"))
     parser.add_argument("--out", type=Path, default=Path("runs/probe"))
-    parser.add_argument("--only", default=",".join(VARIANTS), help="comma-separated variant names")
+    parser.add_argument(
+        "--only",
+        default=",".join(VARIANTS),
+        help=f"comma-separated variant names, or a group ({', '.join(GROUPS)})",
+    )
     parser.add_argument(
         "--record",
         type=Path,
@@ -255,8 +311,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     jobs = {job.name: job for job in plan(PRESETS["demo"], args.runs)}
-    ensure_pretrained([jobs["baseline-s0"]], quiet=False)
-    for name in args.only.split(","):
+    ensure_prepared([jobs["baseline-s0"]], quiet=False)
+    names = [n for part in args.only.split(",") for n in GROUPS.get(part, [part])]
+    for name in names:
         job, overrides = {**LADDER, **RELATION_LADDER}.get(name, ("baseline-s0", VARIANTS.get(name)))
         if overrides is None:
             known = ", ".join([*VARIANTS, *LADDER, *RELATION_LADDER])
@@ -278,6 +335,7 @@ def main() -> None:
             cfg = dataclasses.replace(
                 cfg, train=dataclasses.replace(cfg.train, eval_split="val", checkpoint_every=10**6)
             )
+            ensure_prepared([dataclasses.replace(jobs[job], config=cfg)], quiet=False)  # fitted teacher units
             manifest = train(cfg, folder, quiet=True)
         s = {k: 100 * v for k, v in manifest["metrics"]["val"].items()}
         print(
@@ -305,6 +363,30 @@ def main() -> None:
                 "local_changes": git.get("dirty"),
             },
         )
+    if "factorial" in args.only.split(","):
+        print(factorial_table(args.record))
+
+
+def factorial_table(record_path: Path) -> str:
+    """The factorial's val AP by cell and seed from the record, and each factor's main effect: the mean AP of the
+    cells with it on minus those with it off, over both seeds (4 cells x 2 seeds each side)."""
+    rows = {r["name"]: r for r in json.loads(record_path.read_text())["variants"]}
+    cells: dict[tuple[int, int, int], dict[int, float]] = {}
+    for name, (fi, pa, ira, seed) in FACTORIAL_CELLS.items():
+        if name in rows:
+            cells.setdefault((fi, pa, ira), {})[seed] = 100 * rows[name]["val"]["AP"]
+    lines = ["imitation | pixel relation | instance relation | val AP seed 0 | seed 1 | mean"]
+    for (fi, pa, ira), by_seed in sorted(cells.items()):
+        values = [by_seed.get(s) for s in (0, 1)]
+        shown = ["–" if v is None else f"{v:.1f}" for v in values]
+        known = [v for v in values if v is not None]
+        lines.append(f"{fi} | {pa} | {ira} | {shown[0]} | {shown[1]} | {sum(known) / len(known):.1f}")
+    for position, factor in enumerate(("imitation", "pixel relation", "instance relation")):
+        on = [v for cell, by_seed in cells.items() if cell[position] for v in by_seed.values()]
+        off = [v for cell, by_seed in cells.items() if not cell[position] for v in by_seed.values()]
+        if on and off:
+            lines.append(f"main effect of {factor}: {sum(on) / len(on) - sum(off) / len(off):+.1f} AP")
+    return "\n".join(lines)
 
 
 def record_variant(path: Path, row: dict) -> None:

@@ -346,3 +346,50 @@ def test_contrast_summary_and_summary_figures(models, dataset, levels, summary, 
         (artifacts / f"{name}.png").write_bytes(png)
     colorbars = [ax for ax in figures["graph_view"].axes if ax.get_label() == "<colorbar>"]
     assert len(colorbars) == 4
+
+
+# ---- split-wide relation metrics (class structure and agreement) -----------------------------------------------
+def test_split_relation_metrics_against_an_independent_path(models, dataset):
+    """AUC and agreement from relation_metrics equal those computed here image by image from the backbone."""
+    from torchvision.models.detection.transform import resize_boxes
+
+    from drkd_viz.analysis.relation_metrics import relation_metrics
+    from drkd_viz.distill.instance_relation import boxes_to_rois, pool_instances
+    from drkd_viz.distill.relation_metrics import auc, row_agreement
+    from drkd_viz.distill.relations import instance_relation
+
+    roles = {r: models.models[r] for r in ("teacher", "baseline", "drkd")}
+    metrics = relation_metrics(roles, dataset, levels=["P2"], max_images=4)
+    assert metrics.images == 4
+    assert set(metrics.auc["role"]) == set(roles) and set(metrics.agreement["role"]) == {"baseline", "drkd"}
+    scores, same, l1 = [], [], []
+    used = 0
+    for index in range(len(dataset)):
+        image, boxes, labels = image_and_boxes(dataset, index)
+        if len(boxes) < 3:
+            continue
+        used += 1
+        if used > 4:
+            break
+        matrices = {}
+        for role in ("teacher", "drkd"):
+            model = roles[role]
+            images, _ = transform_inputs(model, [image])
+            feats = fpn_features(model, images.tensors)
+            moved = resize_boxes(boxes.float(), tuple(image.shape[-2:]), tuple(images.image_sizes[0]))
+            r = pool_instances(feats["P2"], boxes_to_rois([moved])[0], level_stride("P2"), 3)
+            matrices[role] = instance_relation(r, torch.zeros(len(boxes), dtype=torch.int64))
+        n = len(boxes)
+        for i in range(n):
+            for j in range(n):
+                if i != j:
+                    scores.append(float(matrices["teacher"][i, j]))
+                    same.append(bool(labels[i] == labels[j]))
+        l1 += row_agreement(matrices["drkd"], matrices["teacher"], torch.zeros(n, dtype=torch.int64))[0].tolist()
+    teacher_auc = metrics.auc.set_index(["role", "level"]).loc[("teacher", "P2"), "auc"]
+    assert teacher_auc == pytest.approx(auc(torch.tensor(scores), torch.tensor(same)))
+    row = metrics.agreement.query("role == 'drkd' and level == 'P2' and size == 'all'").iloc[0]
+    assert row["row_l1"] == pytest.approx(float(np.mean(l1)), rel=1e-5) and row["rows"] == len(l1)
+    assert 0.0 <= teacher_auc <= 1.0
+    with pytest.raises(UserError, match="not FPN levels"):
+        relation_metrics(roles, dataset, levels=["P9"], max_images=1)

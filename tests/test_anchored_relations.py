@@ -233,3 +233,39 @@ def test_row_agreement_and_spearman():
     assert torch.allclose(l1, torch.zeros(4)) and all(r == pytest.approx(1.0) for r in rho)
     assert spearman(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
     assert spearman(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])) is None
+
+
+def test_pixel_affinity_frobenius_is_the_per_image_norm_summed():
+    levels = ["P2", "P3"]
+    student, teacher = feats(levels, 8, seed=1), feats(levels, 16, seed=2)
+    value, _ = PixelAffinityLoss(levels, grid=4, norm="frobenius")(student, teacher)
+    expected = sum(
+        float(torch.linalg.matrix_norm(pixel_affinity(student[lv], 4)[b] - pixel_affinity(teacher[lv], 4)[b]))
+        for lv in levels
+        for b in range(2)
+    )
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+    mse = PixelAffinityLoss(levels, grid=4)(student, teacher)[0]
+    diffs = [pixel_affinity(student[lv], 4) - pixel_affinity(teacher[lv], 4) for lv in levels]
+    assert float(mse) == pytest.approx(sum(float(d.pow(2).mean()) for d in diffs), rel=1e-5)
+
+
+def test_methods_come_from_one_table_and_relation_only_has_no_imitation():
+    from drkd_viz.distill.config import CONTROLS, METHOD_NAMES, METHOD_WEIGHTS, ablation_settings, resolve_distill
+    from drkd_viz.experiments.variants import VARIANT_METHODS
+
+    levels = ["P2", "P3", "P4", "P5", "P6"]
+    assert METHOD_NAMES == ("none", *METHOD_WEIGHTS) and VARIANT_METHODS == ("baseline", *METHOD_WEIGHTS)
+    relation = resolve_distill({"method": "relation", "teacher": "t", "fi_weight": 3.0, "pr_weight": 1.0}, levels)
+    assert relation.ira_weight > 0 and relation.pa_weight > 0
+    assert relation.fi_weight == relation.pr_weight == relation.ins_weight == relation.pkd_weight == 0.0
+    assert relation.ira_levels == ["P2", "P3"] and relation.pa_levels == ["P2", "P3", "P4"]
+    # DRKD leaves its anchored terms and plain imitation off unless the section sets them (the factorial does)
+    drkd = resolve_distill({"method": "drkd", "teacher": "t"}, levels)
+    assert drkd.fi_weight == 0.0
+    both = resolve_distill({"method": "drkd", "teacher": "t", "fi_weight": 3.0, "pa_weight": 2.0}, levels)
+    assert both.fi_weight == 3.0 and both.pa_weight == 2.0
+    for name, section in CONTROLS.items():
+        resolved = resolve_distill({**section, "teacher": "t"}, levels)
+        assert resolved.rotate_teacher == ("rotate" in name) and resolved.shuffle_relations == ("shuffle" in name)
+        assert ablation_settings(name)

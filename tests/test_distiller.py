@@ -145,7 +145,7 @@ def test_each_ablation_changes_what_it_claims_and_nothing_else(quick_data, teach
     if name == "ir_matrix":
         assert objective.instance.relation_adapters is None
     if name == "pr_only":
-        assert objective.instance is None
+        assert getattr(objective, "instance", None) is None
 
 
 @pytest.mark.parametrize(
@@ -154,9 +154,20 @@ def test_each_ablation_changes_what_it_claims_and_nothing_else(quick_data, teach
         {},
         {"method": "feature_imitation"},
         {"method": "pkd"},
+        {"method": "relation"},
+        {"method": "drkd", "fi_weight": 3.0, "ira_weight": 1.0, "pa_weight": 5.0},
+        {"method": "relation", "rotate_teacher": True, "shuffle_relations": True},
         *({"method": "drkd", **changes} for changes in ABLATIONS.values() if changes),
     ],
-    ids=["drkd", "feature_imitation", "pkd", *(name for name, changes in ABLATIONS.items() if changes)],
+    ids=[
+        "drkd",
+        "feature_imitation",
+        "pkd",
+        "relation",
+        "drkd-imitation-relations",
+        "relation-controls",
+        *(name for name, changes in ABLATIONS.items() if changes),
+    ],
 )
 def test_the_formula_lists_exactly_the_terms_that_produce_loss_keys(quick_data, teacher_run, distill):
     """One list of terms drives the modules built, the loss keys added and the printed equation: no term is
@@ -169,7 +180,8 @@ def test_the_formula_lists_exactly_the_terms_that_produce_loss_keys(quick_data, 
     printed = objective.formula()
     for term in TERMS:
         assert (f"·{term.symbol}" in printed) == (term.key in added), (term, printed)
-        assert (getattr(objective, term.module) is not None) == any(t.module == term.module for t in objective.terms)
+        built = getattr(objective, term.module.attribute, None) is not None
+        assert built == any(t.module is term.module for t in objective.terms)
 
 
 def test_the_distill_section_stays_typed_from_yaml_to_the_objective(tmp_path):
@@ -209,6 +221,50 @@ def test_reference_preset_has_the_authors_constants(quick_data, teacher_run):
         "ir_weight": 0.004,
         "ins_weight": 0.0024,
     }
+
+
+# resolve_distill of the reference preset's drkd section for Faster R-CNN levels, as it was before the anchored
+# relation terms existed (commit e158d4e): every new switch must leave it as it was
+REFERENCE_BEFORE_ANCHORED_TERMS = {
+    "clip": "joint",
+    "fi_levels": ["P2", "P3", "P4", "P5", "P6"],
+    "fi_weight": 0.0,
+    "glore_normalize": False,
+    "glore_zero_init": False,
+    "ins_weight": 0.0024,
+    "instance_adapter": "linear",
+    "ir_levels": ["P2", "P3"],
+    "ir_target": "features",
+    "ir_weight": 0.004,
+    "method": "drkd",
+    "nodes": {"P2": 64, "P3": 64, "P4": 256, "P5": 256, "P6": 256, "P7": 256},
+    "norm": "frobenius",
+    "pkd_levels": ["P2", "P3", "P4", "P5", "P6"],
+    "pkd_weight": 0.0,
+    "pr_levels": ["P2", "P3", "P4", "P5", "P6"],
+    "pr_weight": 0.001,
+    "preset": "reference",
+    "relation_filter": "reference",
+    "relation_scale": False,
+    "roi_size": 3,
+    "standardize": False,
+    "teacher_model": None,
+    "teacher_relation": "learned",
+    "weight_schedule": "constant",
+}
+
+
+def test_the_reference_preset_is_unchanged_by_the_new_terms():
+    ref = resolve_distill({"method": "drkd", "teacher": "t", "preset": "reference"}, ["P2", "P3", "P4", "P5", "P6"])
+    resolved = ref.to_dict()
+    assert {k: resolved[k] for k in REFERENCE_BEFORE_ANCHORED_TERMS} == REFERENCE_BEFORE_ANCHORED_TERMS
+    new = set(resolved) - set(REFERENCE_BEFORE_ANCHORED_TERMS) - {"teacher"}
+    assert all(
+        resolved[k] in (0.0, False)
+        for k in new
+        if k.endswith("_weight") or k in ("rotate_teacher", "shuffle_relations")
+    )
+    assert {term.key for term in TERMS if ref.weight(term.weight) > 0} == {"loss_pr", "loss_ir", "loss_ins"}
 
 
 def test_what_won_on_val_is_the_default_and_reference_keeps_the_authors_init(quick_data, teacher_run):
@@ -432,3 +488,42 @@ def test_ladder_switches_train(quick_data, teacher_run, switches):
     sum(losses.values()).backward()
     trainable = [p for p in objective.parameters() if p.requires_grad]
     assert all(p.grad is not None for p in trainable)  # nothing built that no term trains
+
+
+def test_fitted_teacher_units_are_fitted_once_frozen_and_distilled_as_residuals(quick_data, teacher_run):
+    """pr_teacher_units: fitted asks for units fitted on the teacher's own detection loss (a clear error names the
+    command while they are missing); the fit changes only the units, is cached, and the distiller keeps them
+    frozen (no gradient, BatchNorm in eval) while L_PR distils only their residual G(x) − x."""
+    from drkd_viz.distill.fitted_units import unit_fit, units_file
+    from drkd_viz.engine.fit_units import fit_teacher_units
+
+    teacher, family = teacher_run
+    switches = {"pr_teacher_units": "fitted", "pr_target": "residual", "pr_fit_iterations": 3}
+    cfg = _student_cfg(quick_data, teacher, family, **switches)
+    fit = unit_fit(cfg.distill)
+    if units_file(teacher, fit).exists():
+        units_file(teacher, fit).unlink()
+    with pytest.raises(UserError, match="drkd-viz fit-units --teacher"):
+        _objective(quick_data, teacher_run, **switches)
+    teacher_weights = (teacher / "export" / "student.safetensors").read_bytes()
+    path = fit_teacher_units(teacher, fit, progress=False)
+    assert path == units_file(teacher, fit) and path.with_suffix(".json").is_file()
+    assert (teacher / "export" / "student.safetensors").read_bytes() == teacher_weights  # the teacher is untouched
+    stamp = path.stat().st_mtime_ns
+    assert fit_teacher_units(teacher, fit, progress=False) == path and path.stat().st_mtime_ns == stamp  # cached
+    torch.manual_seed(0)
+    objective, images, targets = _objective(quick_data, teacher_run, **switches)
+    fitted = objective.pixel.teacher_units
+    assert not any(p.requires_grad for p in fitted.parameters())
+    assert all(p is not None for p in objective.pixel.student_units.parameters())
+    objective.train()
+    assert not any(m.training for m in fitted.modules())
+    # the fitted units' γ left zero: fitting moved them (at least one level adds something to x)
+    assert any(float(unit.bn.weight.abs().max()) > 0 for unit in fitted.values())
+    objective.watch(True)
+    losses = objective(images, targets)
+    losses["loss_pr"].backward()
+    assert all(p.grad is None for p in fitted.parameters())
+    logged = objective.metrics()
+    level = cfg.distill.pr_levels[0]
+    assert 0.0 <= logged[f"t_node_purity_max_{level}"] <= 1.0 and 0.0 <= logged[f"t_node_entropy_{level}"] <= 1.0

@@ -33,6 +33,10 @@ assert views["current"].nodes >= 3
 relations_viewer.children[2].value = 1  # select instance 1: its row is extracted for every model
 assert picked["instance"] == 1 and set(picked["rows"]) >= {"teacher", "baseline", "drkd"}, picked
 assert all(abs(row.sum() - 1) < 1e-4 for row in picked["rows"].values())
+# the parameter-free relation metrics: an AUC for every model, agreement for the students only
+assert set(relation_numbers.auc["role"]) == set(models.roles)
+assert "teacher" not in set(relation_numbers.agreement["role"]) and relation_numbers.images > 0
+assert relation_numbers.auc["auc"].between(0, 1).all()
 """
     ],
     "05_attribution": [

@@ -68,7 +68,8 @@ def test_quick_pipeline_report_schema(quick_pipeline):
     assert on_disk["costs"]["teacher"]["parameters"] > on_disk["costs"]["student"]["parameters"]
     assert on_disk["provenance"]["git"]["commit"] is None or len(on_disk["provenance"]["git"]["commit"]) == 40
     bar = {c["criterion"]: c for c in on_disk["scientific_bar"]}
-    assert len(bar) == 11 and all(c["passed"] in (True, False, None) for c in bar.values())
+    # issue 14's bar, then the controlled study's (relation_report.py; the quick preset has no control arms)
+    assert len(bar) == 15 and all(c["passed"] in (True, False, None) for c in bar.values())
     teacher_ap = on_disk["models"]["teacher"]["summary"]["AP"]["mean"]
     assert bar["teacher test AP ≥ 50"] == {
         "criterion": "teacher test AP ≥ 50",
@@ -85,10 +86,20 @@ def test_quick_pipeline_report_schema(quick_pipeline):
         on_disk["models"]["drkd"]["summary"]["AP"]["mean"]
         - on_disk["models"]["feature_imitation"]["summary"]["AP"]["mean"]
     )
-    assert bar["DRKD AP ≥ feature imitation AP + 0.5 points"]["measured"] == f"{over_fi * 100:+.1f}"
-    assert bar["95 % interval of DRKD AP − feature imitation AP above 0"]["passed"] is None
+    assert bar["DRKD AP ≥ best imitation (feature_imitation) AP + 1.0 points"]["measured"] == f"{over_fi * 100:+.1f}"
+    assert bar["95 % interval of DRKD AP − feature_imitation AP above 0"]["passed"] is None
+    relations = on_disk["relations"]
+    first = relations["levels"][0]
+    teacher_auc = relations["auc"]["teacher"][first]["mean"]
+    assert bar[f"teacher's instance-relation target: same-class AUC at {first} ≥ 0.75"]["passed"] == (
+        teacher_auc >= 0.75
+    )
+    assert set(relations["agreement"]) == {"baseline", "feature_imitation", "drkd"}
+    closer = bar[f"DRKD's relation rows closer to the teacher's than feature imitation's (row L1, {first}), every seed"]
+    assert closer["measured"].endswith("of 1 seeds")
     text = (runs / "reports" / "quick" / "report.md").read_text()
     assert "## Accuracy" in text and "## Gains over the baseline" in text and "faster than the teacher" in text
+    assert "## Instance relations" in text
     for figure in ("ap_by_size.png", "per_class.png", "speed_vs_ap.png"):
         assert (runs / "reports" / "quick" / figure).stat().st_size > 5000
 
@@ -146,10 +157,13 @@ def test_study_lives_beside_the_demo_without_touching_its_runs(tmp_path):
     assert all(j.folder.parent == tmp_path.resolve() / "study" for j in study)
     assert {j.config.data.root for j in demo + study} == {str(tmp_path.resolve() / "data")}
     methods = [j.method for j in study]
-    compared = ("baseline", "drkd", "feature_imitation", "pkd")
+    # the comparison and the controls' arms on every seed (the controlled study's bar is paired by seed)
+    compared = ("baseline", "drkd", "feature_imitation", "pkd", "relation", "relation_rotate", "fi_rotate")
     assert {methods.count(m) for m in compared} == {len(PRESETS["study"].seeds)} and len(PRESETS["study"].seeds) >= 5
     assert {"pr_only", "ir_only", "ir_no_filter", "ir_reference_filter", "ir_matrix"} <= set(methods)
     assert study[0].key == demo[0].key
+    rotated = next(j for j in study if j.method == "fi_rotate").config.distill
+    assert rotated.method == "feature_imitation" and rotated.rotate_teacher and rotated.fi_weight > 0
     student = next(j for j in study if j.method == "baseline").config
     assert student.model.rpn_post_nms_top_n_test < demo[0].config.model.rpn_post_nms_top_n_test
     # one thread per student, so a run's result does not depend on how many train beside it

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 from _shared import context, figures, widgets
 
-from drkd_viz.distill.config import ABLATIONS, ablation_settings
+from drkd_viz.distill.config import ABLATIONS, CONTROLS, ablation_settings
 from drkd_viz.runs.reports import leaderboard
 from drkd_viz.viz import ablations as vabl
 
@@ -31,18 +31,27 @@ st.caption(
 )
 
 
+def kind(model: str) -> str:
+    """method (the compared ones), ablation (a part of DRKD switched) or control (the controlled study's arms)."""
+    if model in CONTROLS:
+        return "control"
+    return "ablation" if model in ABLATIONS and model != "drkd" else "method"
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def table(root: str, preset: str, stamp: float):
     frame = leaderboard(context.cached_report(root, preset, stamp), gain_keys=("AP", "APs", "APm", "APl"))
     frame.insert(1, "setting", [ablation_settings(m) for m in frame["model"]])
-    frame.insert(2, "kind", ["ablation" if m in ABLATIONS and m != "drkd" else "method" for m in frame["model"]])
+    frame.insert(2, "kind", [kind(m) for m in frame["model"]])
     return frame
 
 
 board = table(ctx.root_key, preset, info.mtime)
 left, right = st.columns([1, 3])
 with left:
-    kinds = st.multiselect("Show", ["method", "ablation"], default=["method", "ablation"], key="ablations_kinds")
+    kinds = st.multiselect(
+        "Show", ["method", "ablation", "control"], default=["method", "ablation", "control"], key="ablations_kinds"
+    )
     text = st.text_input("Filter by name or setting", "", key="ablations_filter")
     metric = st.selectbox("Chart", ["ΔAP", "ΔAPs", "ΔAPm", "ΔAPl", "AP", "APs", "APm", "APl"], key="ablations_metric")
 view = board[board["kind"].isin(kinds)]

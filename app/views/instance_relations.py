@@ -10,6 +10,7 @@ from _shared import context, widgets
 
 from drkd_viz.analysis import instances
 from drkd_viz.analysis.models import OPTIONAL_ROLES, ROLE_TITLES, instance_areas
+from drkd_viz.experiments.relation_report import relation_table
 from drkd_viz.viz import instances as vinst
 
 ctx = context.current()
@@ -107,3 +108,19 @@ if show:
     by_size = frame.groupby(["role", "size"])[["l1", "kl"]].agg(["mean", "count"]).round(4)
     by_size.columns = [" ".join(c) for c in by_size.columns]
     widgets.show_table(by_size.reset_index(), f"relation_summary_{level}.csv", "instance_summary")
+
+st.subheader("What the relations carry: class structure and agreement")
+carried = relation_table(ctx.report)
+if carried is None:
+    st.info(
+        "This report has no relation metrics (reports written before they existed); rebuild it with "
+        f"`drkd-viz pipeline --preset {ctx.preset} --out {ctx.root}` (cached runs are reused)."
+    )
+else:
+    st.caption(
+        "Every model's own features, related by the same parameter-free relation (softmax over the other instances "
+        "of cos / 0.1), over the report's split. AUC: how well a relation ranks pairs of one class above pairs of "
+        "two classes (0.5: no class information). Row L1 (0–2) and Spearman ρ: each instance's row against the "
+        "teacher's, by object size (lower L1, higher ρ: closer to the teacher). Means over seeds."
+    )
+    widgets.show_table(carried.round(3), f"relation_metrics_{ctx.preset}.csv", "instance_carried")

@@ -83,6 +83,10 @@ class DistillConfig:
     ira_form: Literal["kl", "distance"] | None = None  # cosine rows compared by KL, or RKD's distances by Huber
     ira_student: Literal["features", "adapter"] | None = None  # the student's own vectors, or through a 1x1 conv
     pa_grid: Annotated[int, Range(2, 64)] | None = None  # each level pooled to at most grid x grid cells
+    # learned: G_t trained by L_PR (the authors'); fitted: frozen units fitted on the teacher's detection loss
+    pr_teacher_units: Literal["learned", "fitted"] | None = None
+    pr_fit_iterations: Annotated[int, Range(1, 100_000)] | None = None  # steps of that fit
+    pr_target: Literal["relation", "residual"] | None = None  # G(x), or only what the unit adds: G(x) − x
     # --- the controls that separate relation knowledge from imitation (controls.py) ---
     rotate_teacher: bool | None = None  # a fresh random rotation of the teacher's channels every step
     shuffle_relations: bool | None = None  # the relation targets' nodes permuted within each image
@@ -260,6 +264,18 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "ir_matrix": {"pr_weight": 0.0, "ir_target": "matrix"},
 }
 
+# The controlled study's arms (issue "relations that carry knowledge"; pre-registered with its bar in
+# experiments/report.py): name -> the whole distill section but the teacher
+CONTROLS: dict[str, dict[str, Any]] = {
+    # relation only: the anchored relation terms, no imitation of any kind
+    "relation": {"method": "relation"},
+    # the teacher's channels rotated afresh every step: relations unchanged, imitation targets scrambled
+    "relation_rotate": {"method": "relation", "rotate_teacher": True},
+    "fi_rotate": {"method": "feature_imitation", "rotate_teacher": True},
+    # the relation targets' nodes permuted within each image: a real relation about the wrong nodes
+    "relation_shuffle": {"method": "relation", "shuffle_relations": True},
+}
+
 
 def resolve_distill(section: DistillConfig | dict[str, Any], levels: list[str]) -> DistillConfig | None:
     """Check a ``distill:`` section and fill every unset switch from its preset, for a detector with
@@ -295,7 +311,7 @@ def resolve_distill(section: DistillConfig | dict[str, Any], levels: list[str]) 
 
 
 def ablation_settings(name: str) -> str:
-    """What an ablation changes relative to DRKD, in words (from drkd_viz.distill.config.ABLATIONS)."""
+    """What an ablation or a control arm changes relative to DRKD, in words (ABLATIONS, CONTROLS)."""
     if name not in ABLATIONS:
         return {
             "teacher": "the teacher",
@@ -303,6 +319,9 @@ def ablation_settings(name: str) -> str:
             "feature_imitation": "FPN feature imitation",
             "pkd": "PKD: Pearson-correlation feature imitation",
             "relation": "relation only: the anchored instance relation and pixel affinity, no imitation",
+            "relation_rotate": "relation only, the teacher's channels rotated at random every step",
+            "fi_rotate": "feature imitation, the teacher's channels rotated at random every step",
+            "relation_shuffle": "relation only, the relation targets' nodes shuffled within each image",
         }.get(name, "")
     changes = ABLATIONS[name]
     return "DRKD as configured" if not changes else ", ".join(f"{k} = {v}" for k, v in changes.items())

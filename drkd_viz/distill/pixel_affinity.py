@@ -10,7 +10,8 @@ pair of cells (``relations.pixel_affinity``):
 
 The student's affinity comes from its own channels (no adapter), so only a change of its features lowers the loss,
 and a rotation of the teacher's channels leaves the target unchanged. With ``shuffle`` the teacher's cells are
-permuted within each image first (the control of ``controls.py``).
+permuted within each image first (the control of ``controls.py``). With ``norm: frobenius`` each image's
+‖Aff(S_l) − Aff(T_l)‖ is summed over images, as the authors' ``torch.dist`` does for their terms.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from drkd_viz.distill.base import DistillationLoss, Features, GroundTruth, per_level_log
+from drkd_viz.distill.norms import safe_sqrt
 from drkd_viz.distill.pixel_relation import check_shapes
 from drkd_viz.distill.relations import pixel_affinity
 
@@ -28,13 +30,13 @@ from drkd_viz.distill.relations import pixel_affinity
 class PixelAffinityLoss(DistillationLoss):
     attribute = "pixel_affinity"
 
-    def __init__(self, levels: list[str], grid: int = 12, shuffle: bool = False):
+    def __init__(self, levels: list[str], grid: int = 12, shuffle: bool = False, norm: str = "mse"):
         super().__init__()
-        self.levels, self.grid, self.shuffle = list(levels), grid, shuffle
+        self.levels, self.grid, self.shuffle, self.norm = list(levels), grid, shuffle, norm
 
     @classmethod
     def from_settings(cls, settings: Any, student_channels: int, teacher_channels: int, keys: frozenset[str]):
-        return cls(settings.pa_levels, settings.pa_grid, settings.shuffle_relations)
+        return cls(settings.pa_levels, settings.pa_grid, settings.shuffle_relations, settings.norm)
 
     def forward(
         self,
@@ -51,7 +53,10 @@ class PixelAffinityLoss(DistillationLoss):
                 perms = torch.stack([torch.randperm(a_t.shape[1], generator=generator) for _ in range(len(a_t))])
                 perms = perms.to(a_t.device)
                 a_t = torch.stack([m[p][:, p] for m, p in zip(a_t, perms, strict=True)])
-            per_level[lv] = (a_s - a_t).pow(2).mean()
+            if self.norm == "frobenius":  # the authors' torch.dist: ‖A_s − A_t‖ per image, summed over images
+                per_level[lv] = safe_sqrt((a_s - a_t).pow(2).flatten(1).sum(1)).sum()
+            else:
+                per_level[lv] = (a_s - a_t).pow(2).mean()
         return torch.stack(list(per_level.values())).sum(), per_level
 
     def terms(self, student: Features, teacher: Features, truth: GroundTruth):

@@ -4,12 +4,16 @@
 * **Class structure** — :func:`same_class_auc`: over the ordered pairs (i, j), i ≠ j, of ground-truth instances of
   one image, how well the relation value A_ij ranks same-class pairs above different-class ones (the area under the
   ROC curve: 1 when every same-class pair relates more strongly than every other pair, 0.5 for no information).
+* **Graph nodes** — :func:`node_purity`: for a graph unit, each node's share of pixels inside ground-truth boxes and
+  how spread the pixels' node assignment is.
 * **Agreement** — :func:`row_agreement`: per row of a student's relation and the teacher's, the L1 distance (0…2
   for rows that sum to 1) and Spearman's rank correlation (does the student rank the other nodes as the teacher
   does?).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -85,3 +89,31 @@ def row_agreement(
     l1 = ((student.detach() - teacher.detach()).abs() * mask).sum(1)
     rho = [spearman(student[i][mask[i]], teacher[i][mask[i]]) for i in range(len(mask))]
     return l1, rho
+
+
+def box_mask(boxes: list[torch.Tensor], shape: tuple[int, int, int], stride: int) -> torch.Tensor:
+    """B x h x w: True at the feature pixels (of the given stride) whose centre lies inside a box of their image."""
+    b, h, w = shape
+    ys = (torch.arange(h, dtype=torch.float32) + 0.5) * stride
+    xs = (torch.arange(w, dtype=torch.float32) + 0.5) * stride
+    mask = torch.zeros(b, h, w, dtype=torch.bool)
+    for i, image_boxes in enumerate(boxes):
+        for x1, y1, x2, y2 in image_boxes.detach().cpu().tolist():
+            inside_y = (ys >= y1) & (ys <= y2)
+            inside_x = (xs >= x1) & (xs <= x2)
+            mask[i] |= inside_y[:, None] & inside_x[None, :]
+    return mask
+
+
+def node_purity(projection: torch.Tensor, inside: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Graph nodes of a unit, from its projection P (B x M x h x w) and a B x h x w mask of the pixels inside
+    ground-truth boxes: each node's share of its (softmax-over-nodes) assigned pixel mass that lies inside boxes
+    (its purity, M values), and the mean entropy of the pixels' node assignment over log M (1: every pixel spread
+    evenly over the nodes, 0: each pixel in one node)."""
+    assignment = torch.softmax(projection.detach().double(), dim=1)  # B x M x h x w
+    mass = assignment.sum(dim=(0, 2, 3))
+    inside_mass = (assignment * inside[:, None].to(assignment)).sum(dim=(0, 2, 3))
+    purity = inside_mass / mass.clamp_min(1e-12)
+    entropy = -(assignment * assignment.clamp_min(1e-30).log()).sum(1)
+    m = projection.shape[1]
+    return purity, float(entropy.mean() / math.log(m)) if m > 1 else 0.0

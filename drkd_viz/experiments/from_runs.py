@@ -123,6 +123,7 @@ def report_from_runs(
     ``out`` is ``RUNS/reports/NAME``; see the module's docstring for what the runs must share."""
     from drkd_viz.engine.data import open_split
     from drkd_viz.engine.inference import evaluate_run
+    from drkd_viz.experiments.relation_report import relation_section
     from drkd_viz.experiments.report import COST_IMAGES, collect, error_section, model_costs, save_report
 
     started = time.time()
@@ -180,6 +181,7 @@ def report_from_runs(
         "models": collect(runs, root, split),
         "costs": costs,
         "errors": error_section(runs, annotations, split),
+        "relations": relation_section(runs, dataset, teacher_run.config.model.levels[:2], progress=progress),
     }
     report["wall_seconds"] = time.time() - started
     save_report(out, report)

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from drkd_viz.distill.config import ABLATIONS
+from drkd_viz.distill.config import ABLATIONS, CONTROLS
 from drkd_viz.engine.config import RunConfig, dump_config, load_config, merge_sections
 from drkd_viz.engine.pretrain import PretrainConfig
 from drkd_viz.errors import UserError
@@ -30,7 +30,8 @@ from drkd_viz.resources import configs_dir
 from drkd_viz.runs import RunFolder, RunsRoot, run_name, stale_place
 
 IMITATIONS = ("feature_imitation", "pkd")  # the feature-distillation methods DRKD is compared with
-COMPARED = ("baseline", *IMITATIONS, "drkd")  # trained on every seed of a preset (ablations on ablation_seeds)
+# trained on every seed of a preset (ablations on ablation_seeds); the controls' arms are compared too
+COMPARED = ("baseline", *IMITATIONS, "drkd", *CONTROLS)
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ PRESETS: dict[str, PipelinePreset] = {
         base="demo",
         teacher={"train": {"iterations": DEMO_TEACHER_ITERATIONS}},  # the demo's (shipped) teacher
         student={"train": {"iterations": STUDY_STUDENT_ITERATIONS, "threads": 1}},
-        methods=("baseline", *IMITATIONS, *ABLATIONS),  # drkd and every ablation
+        methods=("baseline", *IMITATIONS, *ABLATIONS, *CONTROLS),  # drkd, every ablation and the controls' arms
         seeds=(0, 1, 2, 3, 4),  # 5, not 3: the 3-seed study's paired intervals touched 0 (issue 14's rule)
         ablation_seeds=(0,),
         notes="five seeds of the comparison and one of each ablation, students trained longer than the demo's",
@@ -189,11 +190,19 @@ def pretrained_weights(preset: PipelinePreset, runs: Path, backbone: str, datase
     return RunsRoot(runs.resolve()).pretrain / f"{backbone}-{key}.safetensors"
 
 
-def ensure_pretrained(jobs: list[Job], quiet: bool) -> None:
-    """Pre-train every backbone that these jobs start from and that is not there yet (call it for jobs still
-    to train; before students run in parallel, so that two workers never write the same file)."""
+def ensure_prepared(jobs: list[Job], quiet: bool) -> None:
+    """Pre-train every backbone that these jobs start from, and fit the teacher graph units a job's L_PR asks for
+    (``pr_teacher_units: fitted``), where not there yet (call it for jobs still to train, after their teacher;
+    before students run in parallel, so that two workers never write the same file)."""
+    from drkd_viz.distill.config import active_terms
+    from drkd_viz.distill.fitted_units import unit_fit
+    from drkd_viz.engine.fit_units import fit_teacher_units
     from drkd_viz.engine.pretrain import pretrain_backbone
 
+    for job in jobs:
+        settings = job.config.distill
+        if settings and settings.pr_teacher_units == "fitted" and "loss_pr" in {t.key for t in active_terms(settings)}:
+            fit_teacher_units(settings.teacher, unit_fit(settings), progress=not quiet)
     for job in jobs:
         weights = job.config.train.init_weights
         if not weights or job.pretrain is None or Path(weights).is_file():
@@ -238,11 +247,13 @@ def plan(preset: PipelinePreset, runs: Path) -> list[Job]:
             raw = merge_sections(student_base, {"name": name, "seed": seed})
             if method in IMITATIONS:
                 raw["distill"] = {"method": method, "teacher": str(teacher_dir)}
+            elif method in CONTROLS:
+                raw["distill"] = {**CONTROLS[method], "teacher": str(teacher_dir)}
             elif method != "baseline":
                 if method not in ABLATIONS:
                     raise UserError(
                         f"unknown method {method!r}; choose baseline, {', '.join(IMITATIONS)} or one of "
-                        f"{sorted(ABLATIONS)}"
+                        f"{sorted({*ABLATIONS, *CONTROLS})}"
                     )
                 raw["distill"] = {"method": "drkd", "teacher": str(teacher_dir), **ABLATIONS[method]}
             jobs.append(
@@ -343,7 +354,7 @@ def run_job(job: Job, quiet: bool, use_shipped: bool = True) -> None:
         job.seed,
         "test",
         quiet,
-        prepare=lambda: ensure_pretrained([job], quiet),
+        prepare=lambda: ensure_prepared([job], quiet),
         install=None if shipped is None else lambda: install(shipped, job.folder, job.config),
     )
 
@@ -413,7 +424,7 @@ def run_pipeline(
             run_job(job, quiet=quiet, use_shipped=use_shipped)
             bar.update()
     if parallel:
-        ensure_pretrained(parallel, quiet)  # here, once: workers sharing a backbone must not race to write it
+        ensure_prepared(parallel, quiet)  # here, once: workers sharing a backbone must not race to write it
         _run_in_parallel(parallel, min(workers, len(parallel)), bar)
     bar.close()
     return write_report(preset, planned, runs, wall_seconds=time.time() - started)

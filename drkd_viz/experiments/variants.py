@@ -18,7 +18,7 @@ from typing import Any
 from drkd_viz.distill.config import METHOD_WEIGHTS, formula
 from drkd_viz.engine.config import RunConfig, load_config, merge_sections
 from drkd_viz.errors import UserError
-from drkd_viz.experiments.pipeline import PRESETS, ensure_pretrained, ensure_run, plan, student_key
+from drkd_viz.experiments.pipeline import PRESETS, ensure_prepared, ensure_run, plan, student_key
 from drkd_viz.runs import RunFolder, RunsRoot, run_name
 
 VARIANT_METHODS = ("baseline", *METHOD_WEIGHTS)
@@ -99,7 +99,7 @@ def train_variant(runs: str | os.PathLike, preset: str, variant: Variant, quiet:
         variant.seed,
         "val",
         quiet,
-        prepare=lambda: ensure_pretrained([baseline], quiet),  # the students' backbone
+        prepare=lambda: ensure_prepared([baseline], quiet),  # the students' backbone
     )
     run = RunFolder(folder)
     manifest = run.read_manifest()

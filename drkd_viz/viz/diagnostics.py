@@ -19,6 +19,8 @@ DIAGNOSTIC_GROUPS: dict[str, tuple[str, str]] = {
     "clip factor applied to the step": ("clip_factor", "factor"),
     "relation entropy / log N (t: teacher, s: student)": ("_entropy_", "ratio"),
     "teacher graph unit ‖BN(W_ext·Y)‖ / ‖x‖": ("t_residual_", "ratio"),
+    "anchored relation: same-class AUC (t: target, s: student)": ("ira_auc_", "AUC"),
+    "anchored relation: row L1 to the teacher's rows": ("ira_row_l1_", "L1 (0-2)"),
 }
 
 HOW_TO_READ = """\
@@ -37,6 +39,11 @@ only ‖∇L_det‖ and its clip factor, the reference to read a distilled run a
 - **Teacher graph unit ‖BN(W_ext·Y)‖ / ‖x‖**: 0 means the teacher's graph unit passes its feature through
   and L_PR is plain feature imitation; large means the target is mostly the output of a unit that only the
   distillation loss has trained.
+- **Anchored relation: same-class AUC** (runs with L_IRA): how well the teacher's relation target (t) and the
+  student's own relation (s) rank pairs of instances of one class above other pairs, in the logged batch; 0.5
+  means the relation holds no class information, 1 that every same-class pair relates more strongly.
+- **Anchored relation: row L1**: how far the student's relation rows are from the teacher's (0: the same, 2: no
+  overlap); it falls as the student takes on the teacher's relations.
 """
 
 
