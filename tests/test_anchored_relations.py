@@ -255,7 +255,7 @@ def test_methods_come_from_one_table_and_relation_only_has_no_imitation():
     from drkd_viz.experiments.variants import VARIANT_METHODS
 
     levels = ["P2", "P3", "P4", "P5", "P6"]
-    assert METHOD_NAMES == ("none", *METHOD_WEIGHTS) and VARIANT_METHODS == ("baseline", *METHOD_WEIGHTS)
+    assert ("none", *METHOD_WEIGHTS) == METHOD_NAMES and ("baseline", *METHOD_WEIGHTS) == VARIANT_METHODS
     relation = resolve_distill({"method": "relation", "teacher": "t", "fi_weight": 3.0, "pr_weight": 1.0}, levels)
     assert relation.ira_weight > 0 and relation.pa_weight > 0
     assert relation.fi_weight == relation.pr_weight == relation.ins_weight == relation.pkd_weight == 0.0
