@@ -7,15 +7,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from drkd_viz.distill.config import DEFAULT
+from drkd_viz.distill.config import DEFAULT, DEFAULT_WEIGHTS, PAPER_TERM_WEIGHTS
 from drkd_viz.experiments.variants import Variant, train_variant, val_metrics
 
 LEVELS_PR = ("P2", "P3", "P4", "P5", "P6")
 LEVELS_IR = ("P2", "P3")
+DRKD_WEIGHTS = DEFAULT_WEIGHTS["drkd"]
 
 
 class AblationPanel:
-    """Choose the loss terms, weights, relation filter, L_IR target, levels and budget of a DRKD student;
+    """Choose the loss terms (DRKD's: imitation and the anchored relations; the paper's: L_PR, L_IR, L_INS), weights,
+    relation filter, L_IR target, levels and budget of a DRKD student;
     train it against the stored teacher with a live progress bar and compare it on ``val`` with the stored
     runs and the variants trained so far.
 
@@ -33,6 +35,7 @@ class AblationPanel:
             "method": w.ToggleButtons(
                 options=[
                     ("DRKD", "drkd"),
+                    ("relation only", "relation"),
                     ("feature imitation", "feature_imitation"),
                     ("PKD", "pkd"),
                     ("baseline", "baseline"),
@@ -41,12 +44,19 @@ class AblationPanel:
                 description="method",
                 style=style,
             ),
-            "use_pr": w.Checkbox(value=True, description="L_PR: pixel relations", style=style),
-            "pr_weight": w.FloatLogSlider(value=DEFAULT["pr_weight"], description="λ_pr", **slider),
-            "use_ir": w.Checkbox(value=True, description="L_IR: instance relations", style=style),
-            "ir_weight": w.FloatLogSlider(value=DEFAULT["ir_weight"], description="λ_ir", **slider),
-            "use_ins": w.Checkbox(value=True, description="L_INS: instance features", style=style),
-            "ins_weight": w.FloatLogSlider(value=DEFAULT["ins_weight"], description="λ_ins", **slider),
+            # each term on when DRKD's default uses it, at its tuned λ (the paper's terms at theirs from the ladder)
+            "use_fi": w.Checkbox(value=True, description="L_FI: feature imitation", style=style),
+            "fi_weight": w.FloatLogSlider(value=DRKD_WEIGHTS["fi_weight"], description="λ_fi", **slider),
+            "use_pa": w.Checkbox(value=True, description="L_PA: pixel affinity", style=style),
+            "pa_weight": w.FloatLogSlider(value=DRKD_WEIGHTS["pa_weight"], description="λ_pa", **slider),
+            "use_ira": w.Checkbox(value=True, description="L_IRA: anchored instance relation", style=style),
+            "ira_weight": w.FloatLogSlider(value=DRKD_WEIGHTS["ira_weight"], description="λ_ira", **slider),
+            "use_pr": w.Checkbox(value=False, description="L_PR: pixel relations (paper)", style=style),
+            "pr_weight": w.FloatLogSlider(value=PAPER_TERM_WEIGHTS["pr_weight"], description="λ_pr", **slider),
+            "use_ir": w.Checkbox(value=False, description="L_IR: instance relations (paper)", style=style),
+            "ir_weight": w.FloatLogSlider(value=PAPER_TERM_WEIGHTS["ir_weight"], description="λ_ir", **slider),
+            "use_ins": w.Checkbox(value=False, description="L_INS: instance features (paper)", style=style),
+            "ins_weight": w.FloatLogSlider(value=PAPER_TERM_WEIGHTS["ins_weight"], description="λ_ins", **slider),
             "relation_filter": w.Dropdown(
                 options=[
                     ("learned gate (ours)", "learned"),
@@ -93,13 +103,27 @@ class AblationPanel:
             [
                 w.HBox(
                     [
-                        w.VBox([self.controls[k] for k in ("method", "use_pr", "pr_weight", "use_ir", "ir_weight")]),
                         w.VBox(
                             [
                                 self.controls[k]
-                                for k in ("use_ins", "ins_weight", "relation_filter", "ir_target", "weight_schedule")
+                                for k in (
+                                    "method",
+                                    "use_fi",
+                                    "fi_weight",
+                                    "use_pa",
+                                    "pa_weight",
+                                    "use_ira",
+                                    "ira_weight",
+                                )
                             ]
                         ),
+                        w.VBox(
+                            [
+                                self.controls[k]
+                                for k in ("use_pr", "pr_weight", "use_ir", "ir_weight", "use_ins", "ins_weight")
+                            ]
+                        ),
+                        w.VBox([self.controls[k] for k in ("relation_filter", "ir_target", "weight_schedule")]),
                         w.VBox([self.controls[k] for k in ("pr_levels", "ir_levels", "iterations", "seed")]),
                     ]
                 ),
@@ -118,6 +142,9 @@ class AblationPanel:
             return Variant(**common)
         return Variant(
             **common,
+            fi_weight=c["fi_weight"] if c["use_fi"] else 0.0,
+            pa_weight=c["pa_weight"] if c["use_pa"] else 0.0,
+            ira_weight=c["ira_weight"] if c["use_ira"] else 0.0,
             pr_weight=c["pr_weight"] if c["use_pr"] else 0.0,
             ir_weight=c["ir_weight"] if c["use_ir"] else 0.0,
             ins_weight=c["ins_weight"] if c["use_ins"] else 0.0,

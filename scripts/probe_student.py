@@ -227,6 +227,8 @@ FI = ["distill.fi_weight=3.0"]
 ROTATE = ["distill.rotate_teacher=true"]
 # drkd-s0 without the paper's terms: plain imitation plus the anchored relations (the factorial's full cell)
 NO_PAPER_TERMS = ["distill.pr_weight=0", "distill.ir_weight=0", "distill.ins_weight=0"]
+PAPER_TERMS = ["distill.pr_weight=6.0", "distill.ir_weight=0.05", "distill.ins_weight=0.05"]
+NO_NEW_TERMS = ["distill.fi_weight=0", "distill.ira_weight=0", "distill.pa_weight=0"]
 RELATION_LADDER: dict[str, tuple[str, list[str]]] = {
     "r6-baseline": ("baseline-s0", []),
     "r6-relation": ("drkd-s0", RELATION),
@@ -236,11 +238,18 @@ RELATION_LADDER: dict[str, tuple[str, list[str]]] = {
     "r6-relation-x9": ("drkd-s0", RELATION_X9),  # x3 still rose (33.0 after 32.5): one more step
     "r6-relation-rotate": ("drkd-s0", [*RELATION, *ROTATE]),
     "r6-fi-rotate": ("feature_imitation-s0", [*FI, *ROTATE]),
-    "r6-drkd": ("drkd-s0", ["distill.pr_weight=6.0", "distill.glore_zero_init=true"]),
-    # the paper's terms at today's defaults with the anchored relations on top
+    # the paper's terms at the λ rounds 2-5 chose (DRKD's default until this round)
+    "r6-drkd": ("drkd-s0", [*PAPER_TERMS, "distill.glore_zero_init=true", *NO_NEW_TERMS]),
+    # the paper's terms with the anchored relations on top
     "r6-drkd-anchored": (
         "drkd-s0",
-        ["distill.pr_weight=6.0", "distill.glore_zero_init=true", "distill.ira_weight=1.0", "distill.pa_weight=5.0"],
+        [
+            *PAPER_TERMS,
+            "distill.glore_zero_init=true",
+            "distill.fi_weight=0",
+            "distill.ira_weight=1.0",
+            "distill.pa_weight=5.0",
+        ],
     ),
     "r6-relation-ira": ("drkd-s0", ["distill.method=relation", "distill.ira_weight=1.0", "distill.pa_weight=0"]),
     "r6-relation-pa": ("drkd-s0", ["distill.method=relation", "distill.ira_weight=0", "distill.pa_weight=5.0"]),
@@ -256,6 +265,7 @@ RELATION_LADDER: dict[str, tuple[str, list[str]]] = {
             "distill.pr_weight=6.0",
             "distill.ir_weight=0",
             "distill.ins_weight=0",
+            *NO_NEW_TERMS,
             "distill.pr_teacher_units=fitted",
             "distill.pr_target=residual",
         ],

@@ -260,11 +260,11 @@ def test_methods_come_from_one_table_and_relation_only_has_no_imitation():
     assert relation.ira_weight > 0 and relation.pa_weight > 0
     assert relation.fi_weight == relation.pr_weight == relation.ins_weight == relation.pkd_weight == 0.0
     assert relation.ira_levels == ["P2", "P3"] and relation.pa_levels == ["P2", "P3", "P4"]
-    # DRKD leaves its anchored terms and plain imitation off unless the section sets them (the factorial does)
+    # DRKD's λ come per method: its imitation and anchored relations on, the paper's terms off unless set
     drkd = resolve_distill({"method": "drkd", "teacher": "t"}, levels)
-    assert drkd.fi_weight == 0.0
-    both = resolve_distill({"method": "drkd", "teacher": "t", "fi_weight": 3.0, "pa_weight": 2.0}, levels)
-    assert both.fi_weight == 3.0 and both.pa_weight == 2.0
+    assert drkd.fi_weight > 0 and drkd.ira_weight > 0 and drkd.pa_weight > 0 and drkd.pr_weight == 0.0
+    both = resolve_distill({"method": "drkd", "teacher": "t", "pr_weight": 6.0, "pa_weight": 2.0}, levels)
+    assert both.pr_weight == 6.0 and both.pa_weight == 2.0 and both.fi_weight == drkd.fi_weight
     for name, section in CONTROLS.items():
         resolved = resolve_distill({**section, "teacher": "t"}, levels)
         assert resolved.rotate_teacher == ("rotate" in name) and resolved.shuffle_relations == ("shuffle" in name)

@@ -14,7 +14,15 @@ from helpers import tiny
 from safetensors.torch import load_file
 
 from drkd_viz.data.coco import CocoDetection, collate_detection
-from drkd_viz.distill.config import ABLATIONS, REFERENCE, TERM_KEYS, TERMS, resolve_distill, weight_factor
+from drkd_viz.distill.config import (
+    ABLATIONS,
+    PAPER_TERM_WEIGHTS,
+    REFERENCE_WEIGHTS,
+    TERM_KEYS,
+    TERMS,
+    resolve_distill,
+    weight_factor,
+)
 from drkd_viz.distill.distiller import DistillationObjective, build_distiller
 from drkd_viz.engine.checkpoint import latest_checkpoint
 from drkd_viz.engine.config import load_config
@@ -67,14 +75,15 @@ def _objective(quick_data, teacher_run, **distill) -> tuple[DistillationObjectiv
 
 def test_every_term_is_added_and_the_teacher_is_frozen(quick_data, teacher_run):
     torch.manual_seed(0)
-    objective, images, targets = _objective(quick_data, teacher_run)
+    # DRKD's default terms and the paper's three, all at once
+    objective, images, targets = _objective(quick_data, teacher_run, **PAPER_TERM_WEIGHTS)
     teacher_before = {k: v.clone() for k, v in objective.teacher.state_dict().items()}
     optimizer = torch.optim.SGD([p for p in objective.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     objective.train()
     assert not objective.teacher.training  # stays in eval mode inside a training objective
     for _ in range(2):
         losses = objective(images, targets)
-        assert {"loss_pr", "loss_ir", "loss_ins"} <= set(losses)
+        assert {"loss_pr", "loss_ir", "loss_ins", "loss_fi", "loss_ira", "loss_pa"} <= set(losses)
         optimizer.zero_grad()
         sum(losses.values()).backward()
         # student, both sides' relation units and the adapters learn; the teacher gets nothing
@@ -87,6 +96,7 @@ def test_every_term_is_added_and_the_teacher_is_frozen(quick_data, teacher_run):
             objective.instance.teacher_relations,
             objective.instance.relation_adapters,
             objective.instance.instance_adapters,
+            objective.imitation.adapters,
         ):
             grads = [p.grad for p in module.parameters()]
             assert grads and all(g is not None for g in grads)
@@ -94,8 +104,10 @@ def test_every_term_is_added_and_the_teacher_is_frozen(quick_data, teacher_run):
         optimizer.step()
     for k, v in objective.teacher.state_dict().items():
         assert torch.equal(v, teacher_before[k]), k  # weights and BatchNorm statistics unchanged
+    assert not list(objective.anchored_instance.parameters()) and not list(objective.pixel_affinity.parameters())
     assert objective.formula() == (
-        "L = L_det + c(t)·(6·L_PR + 0.05·L_IR + 0.05·L_INS),  c(t) = ½(1 + cos πt), t = step / steps"
+        "L = L_det + c(t)·(6·L_PR + 0.05·L_IR + 0.05·L_INS + 1·L_IRA + 5·L_PA + 3·L_FI),  c(t) = ½(1 + cos πt), "
+        "t = step / steps"
     )
     assert {"pr_" + lv for lv in objective.settings.pr_levels} <= set(objective.metrics())
 
@@ -103,7 +115,7 @@ def test_every_term_is_added_and_the_teacher_is_frozen(quick_data, teacher_run):
 def test_cosine_weight_schedule_fades_every_term_to_zero(quick_data, teacher_run):
     assert weight_factor("constant", 0.7) == 1.0
     assert [weight_factor("cosine", t) for t in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.5, 0.0])
-    objective, images, targets = _objective(quick_data, teacher_run, weight_schedule="cosine")
+    objective, images, targets = _objective(quick_data, teacher_run, weight_schedule="cosine", **PAPER_TERM_WEIGHTS)
     objective.train()
     seen = {}
     for progress in (0.0, 0.5, 1.0):
@@ -111,7 +123,7 @@ def test_cosine_weight_schedule_fades_every_term_to_zero(quick_data, teacher_run
         torch.manual_seed(0)
         seen[progress] = objective(images, targets)
     seen = {t: {k: float(v.detach()) for k, v in losses.items()} for t, losses in seen.items()}
-    relation_terms = ("loss_pr", "loss_ir", "loss_ins")
+    relation_terms = ("loss_pr", "loss_ir", "loss_ins", "loss_ira", "loss_pa", "loss_fi")
     for term in relation_terms:
         assert seen[0.5][term] == pytest.approx(0.5 * seen[0.0][term], rel=1e-4)
         assert seen[1.0][term] == 0.0 and seen[0.0][term] > 0
@@ -218,7 +230,7 @@ def test_reference_preset_has_the_authors_constants(quick_data, teacher_run):
     assert ref.roi_size == 3 and ref.norm == "frobenius" and ref.glore_normalize is False
     assert ref.relation_filter == "reference" and ref.ir_target == "features"
     assert ref.relation_scale is False
-    assert {k: REFERENCE[k] for k in ("pr_weight", "ir_weight", "ins_weight")} == {
+    assert REFERENCE_WEIGHTS["drkd"] == {
         "pr_weight": 0.001,
         "ir_weight": 0.004,
         "ins_weight": 0.0024,
@@ -277,11 +289,15 @@ def test_what_won_on_val_is_the_default_and_reference_keeps_the_authors_init(qui
     default = resolve_distill({"method": "drkd", "teacher": str(teacher)}, levels)
     reference = resolve_distill({"method": "drkd", "teacher": str(teacher), "preset": "reference"}, levels)
     assert default.glore_zero_init is True and reference.glore_zero_init is False
-    assert default.pr_weight == 6.0 and reference.pr_weight == 1e-3
+    # round 6: DRKD is feature imitation plus the anchored relations; the paper's terms keep their searched λ for
+    # the ablations, the reference preset the authors'
+    assert (default.fi_weight, default.ira_weight, default.pa_weight) == (3.0, 1.0, 5.0)
+    assert default.pr_weight == default.ir_weight == default.ins_weight == 0.0
+    assert PAPER_TERM_WEIGHTS["pr_weight"] == 6.0 and reference.pr_weight == 1e-3
     imitation = resolve_distill({"method": "feature_imitation", "teacher": str(teacher)}, levels)
     assert imitation.fi_weight == 3.0
     for preset, gamma in (("default", 0.0), ("reference", 1.0)):
-        objective, _, _ = _objective(quick_data, teacher_run, preset=preset)
+        objective, _, _ = _objective(quick_data, teacher_run, preset=preset, pr_weight=PAPER_TERM_WEIGHTS["pr_weight"])
         units = [*objective.pixel.student_units.values(), *objective.pixel.teacher_units.values()]
         assert all(torch.all(unit.bn.weight == gamma) for unit in units), preset
         unit = next(iter(objective.pixel.teacher_units.values()))  # the finest level (P2, or P3 for RetinaNet)
@@ -319,7 +335,8 @@ def drkd_run(quick_data, teacher_run, tmp_path_factory):
             optim={"lr": 0.01, "warmup_iters": 5},
             train={"iterations": 40, "batch_size": 4, "checkpoint_every": 20, "eval_split": "val"},
             # constant λ: under the default cosine decay every weighted term would fall even without learning
-            distill={"method": "drkd", "teacher": str(teacher), "weight_schedule": "constant"},
+            # DRKD's default terms and the paper's three
+            distill={"method": "drkd", "teacher": str(teacher), "weight_schedule": "constant", **PAPER_TERM_WEIGHTS},
         )
     )
     out = tmp_path_factory.mktemp("drkd") / family
@@ -331,7 +348,7 @@ def test_short_training_lowers_every_distillation_term_and_exports_a_plain_stude
     manifest = train(cfg, out, quiet=True)
     assert manifest["status"] == "finished" and manifest["formula"].startswith("L = L_det + ")
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    for term in ("loss_pr", "loss_ir", "loss_ins"):
+    for term in ("loss_pr", "loss_ir", "loss_ins", "loss_fi", "loss_ira", "loss_pa"):
         first = sum(r[term] for r in rows[:8]) / 8
         last = sum(r[term] for r in rows[-8:]) / 8
         assert last < first, f"{term}: {first:.4f} -> {last:.4f}"
@@ -448,13 +465,13 @@ def test_pkd_method(quick_data, teacher_run, tmp_path):
 def test_separate_clip_gives_the_distillation_modules_their_own_group(quick_data, teacher_run, tmp_path):
     """distill.clip=separate: the student is clipped alone, first; the relation modules are a second group,
     clipped on their own and logged; the authors' single clip stays the default and the reference."""
-    objective, _, _ = _objective(quick_data, teacher_run)
+    objective, _, _ = _objective(quick_data, teacher_run, **PAPER_TERM_WEIGHTS)
     assert len(objective.parameter_groups()) == 1
     assert resolve_distill({"method": "drkd", "teacher": "t", "preset": "reference"}, ["P2", "P3"]).clip == "joint"
-    objective, _, _ = _objective(quick_data, teacher_run, clip="separate")
+    objective, _, _ = _objective(quick_data, teacher_run, clip="separate", **PAPER_TERM_WEIGHTS)
     student, modules = objective.parameter_groups()
     assert {id(p) for p in student} == {id(p) for p in objective.student.parameters() if p.requires_grad}
-    relation_modules = [*objective.pixel.parameters(), *objective.instance.parameters()]
+    relation_modules = [m for loss in objective.loss_modules for m in loss.parameters()]
     assert {id(p) for p in modules} == {id(p) for p in relation_modules}
     teacher, family = teacher_run
     cfg = load_config(
@@ -483,7 +500,7 @@ def test_separate_clip_gives_the_distillation_modules_their_own_group(quick_data
     ],
 )
 def test_ladder_switches_train(quick_data, teacher_run, switches):
-    objective, images, targets = _objective(quick_data, teacher_run, **switches)
+    objective, images, targets = _objective(quick_data, teacher_run, **switches, **PAPER_TERM_WEIGHTS)
     objective.train()
     losses = objective(images, targets)
     assert {"loss_pr", "loss_ir", "loss_ins"} <= set(losses)
@@ -500,7 +517,7 @@ def test_fitted_teacher_units_are_fitted_once_frozen_and_distilled_as_residuals(
     from drkd_viz.engine.fit_units import fit_teacher_units
 
     teacher, family = teacher_run
-    switches = {"pr_teacher_units": "fitted", "pr_target": "residual", "pr_fit_iterations": 3}
+    switches = {"pr_weight": 6.0, "pr_teacher_units": "fitted", "pr_target": "residual", "pr_fit_iterations": 3}
     cfg = _student_cfg(quick_data, teacher, family, **switches)
     fit = unit_fit(cfg.distill)
     if units_file(teacher, fit).exists():

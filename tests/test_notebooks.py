@@ -61,11 +61,14 @@ assert set(table["error"]) == {*de.ERROR_TYPES, *de.SPECIAL_TYPES}
         """
 panel.refresh()  # the notebook trained a variant outside the panel since it was drawn
 before = len(panel.table)
-panel.controls["use_ir"].value = False
+panel.controls["use_ira"].value = False  # DRKD without its instance relation
+panel.controls["use_ir"].value = True  # with the paper's L_IR, unfiltered
 panel.controls["relation_filter"].value = "none"
 panel.controls["iterations"].value = 3
 panel.button.click()  # trains the variant: one more row in the comparison
-assert panel.last is not None and "L_IR" not in panel.last["formula"], panel.last
+formula = panel.last["formula"]
+import re
+assert "L_IRA" not in formula and "L_PA" in formula and "L_FI" in formula and re.search(r"·L_IR\\b", formula), formula
 assert len(panel.table) == before + 1, panel.table
 assert panel.table["run"].str.contains(panel.last["folder"].name).any()
 again = panel.train()  # the same variant again: reused, nothing added

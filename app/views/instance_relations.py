@@ -46,6 +46,12 @@ def relations(root: str, preset: str, seed: int, stamp: float, index: int, level
 key = (ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, picked.index, level, tuple(roles))
 computed = relations(*key, picked)
 first = computed[roles[0]]
+if first.source == "parameter-free":
+    st.caption(
+        f"The DRKD run {models.run_dirs['drkd'].name} has no learned relation module (its L_IR is off): every matrix "
+        "is the parameter-free relation of the model's own features, softmax over the other instances of cos / 0.1 "
+        "(the diagonal left out): the target its L_IRA distils."
+    )
 labels = {None: "none"} | {
     k: f"#{k} — {size}, {area:.0f} px²" for k, (size, area) in enumerate(zip(first.sizes, first.areas, strict=True))
 }

@@ -65,38 +65,42 @@ with right:
     else:
         st.caption("An uploaded image has no ground truth: no contrast to compute.")
 
-st.subheader("Graph-node explorer")
-st.caption(
-    "The unit projects every pixel onto M graph nodes (P = W·x, signed: a pixel can vote against a node). Left: how "
-    "strongly pixels vote into the chosen node; then each pixel's strongest node, the nodes' cosine affinity and "
-    "the learned node mixing."
-)
+if models.has_graph_units():
+    st.subheader("Graph-node explorer")
 
+    st.caption(
+        "The unit projects every pixel onto M graph nodes (P = W·x, signed: a pixel can vote against a node). "
+        "Left: how strongly pixels vote into the chosen node; then each pixel's strongest node, the nodes' cosine "
+        "affinity and the learned node mixing."
+    )
 
-@st.cache_data(show_spinner="Projecting onto the graph …", max_entries=64)
-def view_of(root: str, preset: str, seed: int, stamp: float, image_key: str, role: str, level: str, _picked):
-    return graph.graph_view(context.model_set(root, preset, seed, stamp), _picked.image, role, level)
+    @st.cache_data(show_spinner="Projecting onto the graph …", max_entries=64)
+    def view_of(root: str, preset: str, seed: int, stamp: float, image_key: str, role: str, level: str, _picked):
+        return graph.graph_view(context.model_set(root, preset, seed, stamp), _picked.image, role, level)
 
+    g1, g2 = st.columns([1, 2])
+    with g1:
+        role = st.selectbox("Model", models.roles, format_func=lambda r: ROLE_TITLES.get(r, r), key="pixel_graph_role")
+        view = view_of(ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, picked.key, role, level, picked)
+        busiest = int(view.node_shares().argmax())  # start on the node most pixels vote into
+        node = st.slider("Node", 0, view.nodes - 1, busiest, key="pixel_node")
+        shares = pd.DataFrame({"node": range(view.nodes), "share of pixels (arg-max)": view.node_shares()})
+        widgets.show_table(shares.round(3), f"nodes_{role}_{level}.csv", "pixel_nodes", height=220)
 
-g1, g2 = st.columns([1, 2])
-with g1:
-    role = st.selectbox("Model", models.roles, format_func=lambda r: ROLE_TITLES.get(r, r), key="pixel_graph_role")
-    view = view_of(ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, picked.key, role, level, picked)
-    busiest = int(view.node_shares().argmax())  # start on the node most pixels vote into
-    node = st.slider("Node", 0, view.nodes - 1, busiest, key="pixel_node")
-    shares = pd.DataFrame({"node": range(view.nodes), "share of pixels (arg-max)": view.node_shares()})
-    widgets.show_table(shares.round(3), f"nodes_{role}_{level}.csv", "pixel_nodes", height=220)
+    @st.cache_data(show_spinner=False, max_entries=256)
+    def graph_png(root, preset, seed, stamp, image_key, role, level, node: int, _picked) -> bytes:
+        v = view_of(root, preset, seed, stamp, image_key, role, level, _picked)
+        return widgets.png_of(vpixel.plot_graph_view(_picked.image, v, node))
 
-
-@st.cache_data(show_spinner=False, max_entries=256)
-def graph_png(root, preset, seed, stamp, image_key, role, level, node: int, _picked) -> bytes:
-    v = view_of(root, preset, seed, stamp, image_key, role, level, _picked)
-    return widgets.png_of(vpixel.plot_graph_view(_picked.image, v, node))
-
-
-with g2:
-    png = graph_png(ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, picked.key, role, level, node, picked)
-    widgets.show_png(png, f"graph_{role}_{level}_node{node}.png", "pixel_graph")
+    with g2:
+        png = graph_png(ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, picked.key, role, level, node, picked)
+        widgets.show_png(png, f"graph_{role}_{level}_node{node}.png", "pixel_graph")
+else:
+    st.subheader("Graph-node explorer")
+    st.info(
+        f"The DRKD run {models.run_dirs['drkd'].name} trained no graph-reasoning units (its L_PR was off), so there "
+        "is no graph projection to explore; the maps above show the plain FPN feature."
+    )
 
 st.subheader("Over the test split")
 s1, s2 = st.columns([1, 2])

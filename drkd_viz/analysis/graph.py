@@ -53,6 +53,11 @@ def cosine_affinity(nodes: torch.Tensor) -> np.ndarray:
 def graph_view(models: ModelSet, image: torch.Tensor, role: str, level: str) -> GraphView:
     """The graph projection of ``level`` for the ``role`` detector on ``image`` (one forward)."""
     models.check_level(level, "pixel")
+    if level not in models.units[role].pixel:
+        raise UserError(
+            f"{models.run_dirs['drkd'].name} trained no graph-reasoning units (its L_PR was off), so there is no graph "
+            "projection to show; the pixel maps show the plain feature"
+        )
     feats = models.features(role, image)
     with torch.no_grad():
         parts = models.units[role].pixel[level].parts(feats.features[level])

@@ -27,6 +27,7 @@ from drkd_viz.analysis.models import ModelSet, image_and_boxes, instance_areas
 from drkd_viz.data.coco import CocoDetection
 from drkd_viz.data.synthetic import size_bucket
 from drkd_viz.distill.instance_relation import boxes_to_rois, level_stride, pool_instances
+from drkd_viz.distill.relations import instance_relation
 from drkd_viz.errors import UserError
 
 KL_EPS = 1e-12  # softmax entries that underflow to 0 would make KL infinite
@@ -42,6 +43,9 @@ class InstanceRelations:
     sizes: list[str]  # "small" / "medium" / "large" of each, in that order
     matrix: np.ndarray  # A: N x N, rows sum to 1
     filter: np.ndarray | None  # w: N x N relation-filter weights (None: the module has no filter)
+    # "learned": the DRKD run's relation modules; "parameter-free": softmax over the other instances of cos / 0.1
+    # (a DRKD run without L_IR has no relation module)
+    source: str = "learned"
 
 
 def box_areas(boxes: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -75,7 +79,7 @@ def relation_matrices(
     sizes = [size_bucket(a) for a in sorted_areas]
     out = {}
     for role in models.select(roles):
-        matrix, filt = np.zeros((0, 0)), None
+        matrix, filt, source = np.zeros((0, 0)), None, "learned"
         if len(order):
             feats = models.features(role, image)
             units = models.units[role]
@@ -84,11 +88,15 @@ def relation_matrices(
             rois, index = boxes_to_rois([moved])
             with torch.no_grad():
                 r = pool_instances(feats.features[level], rois, level_stride(level), units.roi_size)
-                # seeded like inspect_image: the ``reference`` filter's random draw is the same on every call
-                rel = units.relations[level](r, index, torch.Generator().manual_seed(0))
-            matrix = rel.matrix.double().numpy()
-            filt = rel.filter.double().numpy() if rel.filter is not None else None
-        out[role] = InstanceRelations(role, level, order, sorted_boxes, sorted_areas, sizes, matrix, filt)
+                if level in units.relations:
+                    # seeded like inspect_image: the ``reference`` filter's random draw is the same on every call
+                    rel = units.relations[level](r, index, torch.Generator().manual_seed(0))
+                    matrix = rel.matrix.double().numpy()
+                    filt = rel.filter.double().numpy() if rel.filter is not None else None
+                else:
+                    source = "parameter-free"
+                    matrix = instance_relation(r, index).double().numpy() if len(order) > 1 else np.ones((1, 1))
+        out[role] = InstanceRelations(role, level, order, sorted_boxes, sorted_areas, sizes, matrix, filt, source)
     return out
 
 

@@ -118,6 +118,7 @@ class ModelSet:
     models: dict[str, nn.Module]  # role -> detector
     units: dict[str, RelationUnits]  # role -> relation units (teacher: G_t/R_t; students: the DRKD student's)
     run_dirs: dict[str, Path]
+    levels: tuple[str, ...] = ("P2", "P3", "P4", "P5", "P6")  # the detectors' FPN levels
 
     @property
     def roles(self) -> list[str]:
@@ -133,18 +134,24 @@ class ModelSet:
             raise UserError(f"no model for roles {unknown}; this model set has {self.roles}")
         return wanted
 
+    def has_graph_units(self) -> bool:
+        """Whether the DRKD run trained graph-reasoning units (its L_PR was on)."""
+        return len(self.units["drkd"].pixel) > 0
+
     def pixel_levels(self) -> list[str]:
-        """FPN levels that have graph-reasoning units (pixel relations)."""
-        return list(self.units["drkd"].pixel.keys())
+        """FPN levels that have graph-reasoning units (pixel relations); every level when the DRKD run has none
+        (the maps then show the plain feature only)."""
+        return list(self.units["drkd"].pixel.keys()) or list(self.levels)
 
     def instance_levels(self) -> list[str]:
-        """FPN levels that have relation modules (instance relations)."""
-        return list(self.units["drkd"].relations.keys())
+        """FPN levels that have relation modules (instance relations); without them (a DRKD run whose L_IR was off),
+        the two finest levels, where the parameter-free relation is shown instead."""
+        return list(self.units["drkd"].relations.keys()) or list(self.levels[:2])
 
     def check_level(self, level: str, kind: str) -> None:
         levels = self.pixel_levels() if kind == "pixel" else self.instance_levels()
         if level not in levels:
-            what = "graph-reasoning units" if kind == "pixel" else "instance relation modules"
+            what = "graph-reasoning units" if kind == "pixel" else "instance relations"
             raise UserError(
                 f"level {level!r} has no {what} in {self.run_dirs['drkd'].name}; levels with them: {levels or 'none'}"
             )
@@ -175,7 +182,7 @@ def load_model_set(runs: str | os.PathLike, seed: int = 0, report: dict[str, Any
     with the DRKD run's relation units: the runs ``report`` names for ``seed`` when a report is given, else
     those at the top of ``runs`` (``RUNS/<role>-s<seed>``). A missing or unfinished run is a UserError that says
     how to build it."""
-    from drkd_viz.engine.inference import load_student
+    from drkd_viz.engine.inference import load_student, read_run_config
 
     runs = Path(runs)
     dirs = {role: run_dir(runs, role, seed, report) for role in MODEL_ROLES}
@@ -194,7 +201,8 @@ def load_model_set(runs: str | os.PathLike, seed: int = 0, report: dict[str, Any
     teacher_units = RelationUnits.from_run(dirs["drkd"], side="teacher")
     student_units = RelationUnits.from_run(dirs["drkd"], side="student")
     units = {role: teacher_units if role == "teacher" else student_units for role in dirs}
-    return ModelSet(runs, seed, models, units, dirs)
+    levels = tuple(read_run_config(dirs["drkd"]).model.levels)
+    return ModelSet(runs, seed, models, units, dirs, levels)
 
 
 def test_split(runs: str | os.PathLike, report: dict[str, Any] | None = None) -> CocoDetection:

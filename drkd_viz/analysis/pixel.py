@@ -99,18 +99,21 @@ def pixel_maps(
     out = {}
     for role in models.select(roles):
         feats = models.features(role, image)
-        x, unit, valid = feats.features[level], models.units[role].pixel[level], feats.valid(level)
-        with torch.no_grad():
-            g = unit(x)  # on the padded map, as in training; cropped afterwards
+        x, valid = feats.features[level], feats.valid(level)
+        units = models.units[role].pixel
         feature = energy_map(feats.crop(x[0], level), feats.image_size, valid)
-        relation = energy_map(feats.crop(g[0], level), feats.image_size, valid)
+        relation = None
+        if level in units:  # a DRKD run without L_PR has no graph unit: the plain feature only
+            with torch.no_grad():
+                g = units[level](x)  # on the padded map, as in training; cropped afterwards
+            relation = energy_map(feats.crop(g[0], level), feats.image_size, valid)
         out[role] = PixelMaps(
             role,
             level,
             feature,
             relation,
             foreground_contrast(feature, boxes),
-            foreground_contrast(relation, boxes),
+            None if relation is None else foreground_contrast(relation, boxes),
         )
     return out
 

@@ -178,12 +178,28 @@ def formula(settings: DistillConfig | None) -> str:
 # half L_det, but its gradient on the student at 4 % of L_det's. On val (seed 0, 160 iterations) λ 0.2 / 0.8 / 4.0 /
 # 8 / 16 gave 19.2 / 21.8 / 28.9 / 27.4 / 27.6: it peaks at 4.0 (gradient 0.8x L_det's).
 PKD_WEIGHT = 4.0
+
+# Each method's λ by preset: a method uses the weights METHOD_WEIGHTS gives it, unset ones from here (0 if absent).
+# Under `default` they were searched on val until val AP turned down (seed 0, 160 student iterations, checked on a
+# second seed; docs/method.md and configs/demo/val_ladder.json hold every rung, the losing ones too).
+# The paper's three terms at the λ that search found for them (rounds 2-5): DRKD's default until round 6
+PAPER_TERM_WEIGHTS = {"pr_weight": 6.0, "ir_weight": 0.05, "ins_weight": 0.05}
+DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
+    # round 6 (docs/method.md, "Anchored relations"): feature imitation plus the anchored instance relation and pixel
+    # affinity gave val AP 33.9, the paper's terms 32.9, with the anchored relations on top 32.8, imitation alone 32.6
+    "drkd": {"fi_weight": 3.0, "ira_weight": 1.0, "pa_weight": 5.0},
+    # relation only: λ 1 / 3 / 9 times the gradient-matched (1.0, 5.0) gave 32.5 / 33.0 / 24.7
+    "relation": {"ira_weight": 3.0, "pa_weight": 15.0},
+    "feature_imitation": {"fi_weight": 3.0},  # λ 0.15 / 0.6 / 1.5 / 3.0 / 6.0: 21.4 / 27.3 / 34.1 / 36.0 / 30.8
+    "pkd": {"pkd_weight": PKD_WEIGHT},
+}
+REFERENCE_WEIGHTS: dict[str, dict[str, float]] = {
+    "drkd": {"pr_weight": 1e-3, "ir_weight": 4e-3, "ins_weight": 2.4e-3},  # the authors' constants
+    "relation": DEFAULT_WEIGHTS["relation"],  # not the authors' methods: the same under both presets
+    "feature_imitation": {"fi_weight": 1.0},
+    "pkd": {"pkd_weight": PKD_WEIGHT},
+}
 REFERENCE = {
-    "pr_weight": 1e-3,
-    "ir_weight": 4e-3,
-    "ins_weight": 2.4e-3,
-    "fi_weight": 1.0,
-    "pkd_weight": PKD_WEIGHT,  # PKD is not the authors' method: the same weight under both presets
     "nodes": {"P2": 64, "P3": 64, "P4": 256, "P5": 256, "P6": 256, "P7": 256},
     "glore_normalize": False,
     "roi_size": 3,
@@ -199,38 +215,20 @@ REFERENCE = {
     "standardize": False,
     **(
         ANCHORED := {  # the anchored relation terms and the controls: not the authors', the same under both presets
-            "ira_weight": 1.0,
-            "pa_weight": 5.0,
             "ira_temperature": 0.1,
             "ira_background": 4,
             "ira_form": "kl",
-            "ira_student": "features",
+            "ira_student": "features",  # the student's own vectors: only a change of its features lowers L_IRA
             "pa_grid": 12,
+            "pr_teacher_units": "learned",
+            "pr_fit_iterations": 200,
+            "pr_target": "relation",
             "rotate_teacher": False,
             "shuffle_relations": False,
         }
     ),
 }
-# Scales measured with λ = 1 by bench/drkd_loss_scales.py (start of a 100-iteration run, term / L_det):
-# L_PR 6.7–6.9, L_IR 2.1–2.5, L_INS 2.0–2.4; L_FI 3.5 (Faster R-CNN). The first defaults (a quarter of the λ
-# that put each term at half L_det, decayed by cosine) left every relation term's *gradient* on the student at
-# 2–4 % of L_det's, and feature imitation's at 8 %. The ladder on the demo's val split (README, "How the
-# ladder went"; configs/demo/val_ladder.json) then searched each method's λ until val AP turned down, seed 0,
-# 160 student iterations, and checked the winners on seed 1:
-#   feature imitation λ 0.15 / 0.6 / 1.5 / 3.0 / 6.0 → val AP 21.4 / 27.3 / 34.1 / 36.0 / 30.8 (seed 1 at 3.0: 33.2);
-#   DRKD's L_PR, zero-initialised graph units, λ 1.5 / 3.0 / 6.0 → 29.6 / 33.5 / 35.1 (seed 1 at 6.0: 32.7),
-#   against 19.4 for the old defaults and 24.8 for λ 1.5 with the authors' unit init;
-#   PKD λ 0.2 / 0.8 / 4.0 / 8 / 16 → 19.2 / 21.8 / 28.9 / 27.4 / 27.6 (see PKD_WEIGHT).
-# L_IR and L_INS keep their λ: their gradients stay 4–5 % of L_det's, and raising them was not searched yet.
-DEFAULT_WEIGHTS = {
-    "pr_weight": 6.0,
-    "ir_weight": 0.05,
-    "ins_weight": 0.05,
-    "fi_weight": 3.0,
-    "pkd_weight": PKD_WEIGHT,
-}
 DEFAULT = {
-    **DEFAULT_WEIGHTS,
     "nodes": {"P2": 32, "P3": 32, "P4": 16, "P5": 8, "P6": 8, "P7": 8},
     "glore_normalize": True,
     "roi_size": 3,
@@ -250,18 +248,21 @@ DEFAULT = {
     **ANCHORED,
 }
 PRESETS = {"default": DEFAULT, "reference": REFERENCE}
-# terms a method may use but leaves off unless the section sets their λ: DRKD's anchored relation terms and plain
-# imitation (the controls' factorial switches them on)
-OFF_UNLESS_SET = {"drkd": ("ira_weight", "pa_weight", "fi_weight")}
+PRESET_WEIGHTS = {"default": DEFAULT_WEIGHTS, "reference": REFERENCE_WEIGHTS}
 
-# name -> overrides of the drkd method (the experiments' comparison and ablation grid)
+# name -> overrides of the drkd method (the experiments' ablation grid): DRKD without each of its parts, and the paper's
+# terms (the previous default) with the authors' design switches
+PAPER_TERMS = {**PAPER_TERM_WEIGHTS, "fi_weight": 0.0, "ira_weight": 0.0, "pa_weight": 0.0}
 ABLATIONS: dict[str, dict[str, Any]] = {
     "drkd": {},
-    "pr_only": {"ir_weight": 0.0, "ins_weight": 0.0},
-    "ir_only": {"pr_weight": 0.0},
-    "ir_no_filter": {"pr_weight": 0.0, "relation_filter": "none"},
-    "ir_reference_filter": {"pr_weight": 0.0, "relation_filter": "reference"},
-    "ir_matrix": {"pr_weight": 0.0, "ir_target": "matrix"},
+    "no_pixel_relation": {"pa_weight": 0.0},
+    "no_instance_relation": {"ira_weight": 0.0},
+    "paper_terms": PAPER_TERMS,
+    "pr_only": {**PAPER_TERMS, "ir_weight": 0.0, "ins_weight": 0.0},
+    "ir_only": {**PAPER_TERMS, "pr_weight": 0.0},
+    "ir_no_filter": {**PAPER_TERMS, "pr_weight": 0.0, "relation_filter": "none"},
+    "ir_reference_filter": {**PAPER_TERMS, "pr_weight": 0.0, "relation_filter": "reference"},
+    "ir_matrix": {**PAPER_TERMS, "pr_weight": 0.0, "ir_target": "matrix"},
 }
 
 # The controlled study's arms (issue "relations that carry knowledge"; pre-registered with its bar in
@@ -287,7 +288,8 @@ def resolve_distill(section: DistillConfig | dict[str, Any], levels: list[str]) 
     if not cfg.teacher:
         raise UserError(f"distill.teacher: method {cfg.method!r} needs a teacher (a run folder or a weights file)")
     fill: dict[str, Any] = {key: value for key, value in PRESETS[cfg.preset].items() if getattr(cfg, key) is None}
-    fill.update({key: 0.0 for key in OFF_UNLESS_SET.get(cfg.method, ()) if getattr(cfg, key) is None})
+    weights = PRESET_WEIGHTS[cfg.preset][cfg.method]
+    fill.update({key: weights.get(key, 0.0) for key in METHOD_WEIGHTS[cfg.method] if getattr(cfg, key) is None})
     for key in LEVEL_KEYS:  # the losses' levels: all of them, or the finest few (FINEST_LEVELS)
         if getattr(cfg, key) is None:
             fill[key] = list(levels[: FINEST_LEVELS.get(key, len(levels))])
