@@ -393,3 +393,35 @@ def test_split_relation_metrics_against_an_independent_path(models, dataset):
     assert 0.0 <= teacher_auc <= 1.0
     with pytest.raises(UserError, match="not FPN levels"):
         relation_metrics(roles, dataset, levels=["P9"], max_images=1)
+
+
+def test_a_drkd_run_without_the_papers_terms_is_shown_through_parameter_free_relations(models, dataset, sample):
+    """DRKD's default trains no graph unit and no learned relation module: the pixel maps then hold the plain
+    feature only, the instance matrices are the parameter-free relation L_IRA distils, and the graph explorer
+    says why it has nothing to show."""
+    import dataclasses
+
+    from drkd_viz.analysis.graph import graph_view
+    from drkd_viz.distill.inspection import RelationUnits
+    from drkd_viz.distill.relations import instance_relation
+
+    bare = RelationUnits({}, {}, 3, "no units")
+    plain = dataclasses.replace(models, units=dict.fromkeys(models.units, bare))
+    assert not plain.has_graph_units()
+    assert plain.pixel_levels() == list(plain.levels) and plain.instance_levels() == list(plain.levels[:2])
+    _, image, boxes, areas = sample
+    maps = pixel_maps(plain, image, boxes, "P2", ["teacher", "drkd"])
+    assert maps["drkd"].relation is None and maps["drkd"].relation_contrast is None
+    rel = relation_matrices(plain, image, boxes, "P2", areas, ["teacher", "drkd"])["drkd"]
+    assert rel.source == "parameter-free" and rel.filter is None
+    feats = plain.features("drkd", image)
+    moved = torch.as_tensor(rel.boxes, dtype=torch.float32) * torch.tensor(
+        [feats.input_size[1] / feats.image_size[1], feats.input_size[0] / feats.image_size[0]] * 2
+    )
+    from drkd_viz.distill.instance_relation import boxes_to_rois, pool_instances
+
+    r = pool_instances(feats.features["P2"], boxes_to_rois([moved])[0], level_stride("P2"), 3)
+    expected = instance_relation(r, torch.zeros(len(boxes), dtype=torch.int64)).double().numpy()
+    np.testing.assert_allclose(rel.matrix, expected, atol=1e-5)
+    with pytest.raises(UserError, match="trained no graph-reasoning units"):
+        graph_view(plain, image, "drkd", "P2")

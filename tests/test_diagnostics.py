@@ -107,6 +107,10 @@ def test_a_distillation_run_logs_its_diagnostics_every_log_every_iterations(quic
                 "train.eval_split=none",
                 "train.checkpoint_every=100",
                 "distill.weight_schedule=constant",  # a cosine λ is 0 at the last step, and so is its gradient
+                # the paper's terms beside DRKD's default ones, so that every diagnostic appears
+                "distill.pr_weight=6.0",
+                "distill.ir_weight=0.05",
+                "distill.ins_weight=0.05",
             ],
         )
         folders[log_every] = tmp_path / f"log{log_every}"
@@ -116,11 +120,13 @@ def test_a_distillation_run_logs_its_diagnostics_every_log_every_iterations(quic
     watched = [r for r in records if r["iter"] % 2 == 0]
     assert len(watched) == 2
     for record in watched:
-        for term in ("loss_det", "loss_pr", "loss_ir", "loss_ins"):
+        terms = ("loss_pr", "loss_ir", "loss_ins", "loss_fi", "loss_ira", "loss_pa")
+        for term in ("loss_det", *terms):
             assert record[f"grad_{term}"] > 0
-        for term in ("loss_pr", "loss_ir", "loss_ins"):
+        for term in terms:
             assert -1.0 <= record[f"cos_{term}"] <= 1.0
         assert any(k.startswith("t_residual_") for k in record)
+        assert 0.0 <= record["ira_auc_t_P2"] <= 1.0 and record["ira_row_l1_P2"] >= 0
         assert 0.0 < record["clip_factor"] <= 1.0
     assert not any("grad_loss_det" in r for r in records if r["iter"] % 2)
     weights = [
