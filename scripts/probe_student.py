@@ -257,6 +257,8 @@ RELATION_LADDER: dict[str, tuple[str, list[str]]] = {
     "r6-relation-adapter": ("drkd-s0", [*RELATION, "distill.ira_student=adapter"]),
     # the authors' Frobenius norm on L_PA (‖ΔAff‖ per image, summed): λ 0.15 gives it L_PA-mse's gradient at λ 5
     "r6-relation-frobenius": ("drkd-s0", [*RELATION, "distill.norm=frobenius", "distill.pa_weight=0.15"]),
+    # the same at a λ that matches L_PA-mse's gradient (at 0.15 its gradient was 15x ‖∇L_det‖; 0.15 x 0.70 / 51)
+    "r6-relation-frobenius-matched": ("drkd-s0", [*RELATION, "distill.norm=frobenius", "distill.pa_weight=0.002"]),
     # (a) of the issue: L_PR with teacher units fitted on the teacher's detection loss, distilling only their
     # residual G(x) − x (no imitation), alone and beside the anchored relations
     "r6-pr-fitted-residual": (
