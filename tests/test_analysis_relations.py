@@ -167,7 +167,7 @@ def test_level_and_index_errors_are_user_errors(models, dataset, sample):
     _, image, boxes, _ = sample
     with pytest.raises(UserError, match="has no graph-reasoning units"):
         pixel_maps(models, image, boxes, "P9")
-    with pytest.raises(UserError, match="has no instance relation modules"):
+    with pytest.raises(UserError, match="has no instance relations"):
         relation_matrices(models, image, boxes, "P6")
     with pytest.raises(UserError, match="out of range"):
         image_and_boxes(dataset, len(dataset))

@@ -208,7 +208,7 @@ def test_the_distill_section_stays_typed_from_yaml_to_the_objective(tmp_path):
     assert isinstance(cfg.distill, DistillConfig)
     unset = [f.name for f in dataclasses.fields(cfg.distill) if getattr(cfg.distill, f.name) is None]
     assert unset == ["teacher_model"]  # only needed with a weights file
-    assert cfg.distill.pr_weight == 2.0 and cfg.distill.fi_weight == 0.0 and cfg.distill.ir_levels == ["P2", "P3"]
+    assert cfg.distill.pr_weight == 2.0 and cfg.distill.pkd_weight == 0.0 and cfg.distill.ir_levels == ["P2", "P3"]
     assert resolve_distill(cfg.distill, cfg.model.levels) == cfg.distill
     saved = tmp_path / "config.yaml"
     saved.write_text(dump_config(cfg))

@@ -326,4 +326,10 @@ def ablation_settings(name: str) -> str:
             "relation_shuffle": "relation only, the relation targets' nodes shuffled within each image",
         }.get(name, "")
     changes = ABLATIONS[name]
-    return "DRKD as configured" if not changes else ", ".join(f"{k} = {v}" for k, v in changes.items())
+    if not changes:
+        return "DRKD as configured"
+    words = []
+    if set(PAPER_TERMS) <= set(changes):  # an ablation of the paper's terms: say so, then what differs from them
+        words.append("the paper's terms instead of DRKD's")
+        changes = {k: v for k, v in changes.items() if k not in PAPER_TERMS or v != PAPER_TERMS[k]}
+    return ", ".join([*words, *(f"{k} = {v}" for k, v in changes.items())])
