@@ -116,3 +116,18 @@ def test_one_default_runs_folder(monkeypatch, tmp_path):
     assert runs_root() == (tmp_path / "runs" / "demo").resolve()
     monkeypatch.setenv(RUNS_ENV, str(tmp_path / "mine"))
     assert default_runs("quick") == tmp_path / "mine" and runs_root() == (tmp_path / "mine").resolve()
+
+
+def test_fit_units_checks_its_inputs_before_any_work(quick_runs, tmp_path):
+    """`drkd-viz fit-units`: a folder that is not a finished run, a level the teacher lacks and a bad iteration
+    count each get one clear line, no traceback."""
+    base = [sys.executable, "-m", "drkd_viz.cli", "fit-units"]
+    cases = [
+        (["--teacher", str(tmp_path / "missing")], "is not a finished run folder"),
+        (["--teacher", str(quick_runs / "teacher"), "--levels", "P2,P9"], "P9"),
+        (["--teacher", str(quick_runs / "teacher"), "--iterations", "0"], "--iterations must be at least 1"),
+    ]
+    for args, message in cases:
+        proc = subprocess.run([*base, *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and message in proc.stderr + proc.stdout, proc.stderr
+        assert "Traceback" not in proc.stderr

@@ -60,7 +60,7 @@ with right:
                 }
                 for r, m in computed.items()
             ]
-        )
+        ).dropna(axis=1, how="all")  # no relation contrast without graph units
         widgets.show_table(table.round(3), f"contrast_{level}.csv", "pixel_contrast")
     else:
         st.caption("An uploaded image has no ground truth: no contrast to compute.")

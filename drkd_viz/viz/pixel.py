@@ -52,12 +52,14 @@ def plot_pixel_maps(
         return fig
     h, w = image_array(image).shape[:2]
     panel = 11.0 / max(len(roles), 1)
-    fig = new_figure(panel * len(roles) + 1.0, 2 * panel * h / w + 1.0)
-    axes = fig.subplots(2, len(roles), squeeze=False)
+    # a DRKD run without graph units has no relation feature for any model: its row is left out
+    kinds = ("feature", "relation") if any(m.relation is not None for m in maps.values()) else ("feature",)
+    fig = new_figure(panel * len(roles) + 1.0, len(kinds) * panel * h / w + 1.0)
+    axes = fig.subplots(len(kinds), len(roles), squeeze=False)
     level = next(iter(maps.values())).level
     mappable = None
     for col, role in enumerate(roles):
-        for row, kind in enumerate(("feature", "relation")):
+        for row, kind in enumerate(kinds):
             ax = axes[row, col]
             heat = getattr(maps[role], kind)
             if heat is None:
