@@ -110,3 +110,14 @@ def add_a_study(quick_runs: Path, runs: Path) -> dict:
     (runs / "reports" / "study").mkdir(parents=True)
     (runs / "reports" / "study" / "report.json").write_text(json.dumps(report))
     return report
+
+
+def random_features(levels, channels: int, batch: int = 2, size: int = 64, seed: int = 0) -> dict:
+    """Level -> B x C x (size / stride) x (size / stride) Gaussian FPN features (P<k> has stride 2**k), seeded."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return {
+        lv: torch.randn(batch, channels, size // 2 ** int(lv[1:]), size // 2 ** int(lv[1:]), generator=g)
+        for lv in levels
+    }

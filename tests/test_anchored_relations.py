@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import random_features
 
 from drkd_viz.distill.anchored_relation import (
     AnchoredInstanceRelationLoss,
@@ -25,13 +26,7 @@ from drkd_viz.distill.relations import (
     pixel_affinity,
 )
 
-
-def feats(levels, channels, batch=2, size=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        lv: torch.randn(batch, channels, size // 2 ** int(lv[1:]), size // 2 ** int(lv[1:]), generator=g)
-        for lv in levels
-    }
+feats = random_features
 
 
 def truth(counts, size=64, seed=0) -> GroundTruth:

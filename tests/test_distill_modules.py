@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import random_features
 
 from drkd_viz.distill.baselines import FeatureImitationLoss, PearsonImitationLoss, standardise_channels
 from drkd_viz.distill.diagnostics import relation_entropy_ratio, residual_ratio
@@ -23,13 +24,7 @@ from drkd_viz.distill.instance_relation import (
 from drkd_viz.distill.pixel_relation import PixelRelationLoss
 from drkd_viz.errors import UserError
 
-
-def feats(levels, channels, batch=2, size=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        lv: torch.randn(batch, channels, size // level_stride(lv), size // level_stride(lv), generator=g)
-        for lv in levels
-    }
+feats = random_features
 
 
 def random_boxes(counts, size=64, seed=0):
