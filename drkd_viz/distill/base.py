@@ -12,15 +12,13 @@ Adding a term means writing its module, one entry in ``config.TERMS`` and its te
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from drkd_viz.distill.config import DistillConfig
 
 Features = Mapping[str, torch.Tensor]  # FPN level name -> B x C x H x W
 
@@ -38,7 +36,7 @@ class GroundTruth:
         return cls([t["boxes"] for t in targets], [t["labels"] for t in targets], [tuple(s) for s in image_sizes])
 
 
-class DistillationLoss(nn.Module):
+class DistillationLoss(nn.Module, ABC):
     attribute: ClassVar[str] = ""
 
     def __init__(self) -> None:
@@ -46,16 +44,19 @@ class DistillationLoss(nn.Module):
         # set by the objective on the steps it logs: the module then records what it measures
         self.collect_diagnostics = False
 
+    # settings: the resolved DistillConfig (typed Any: config.py imports the loss modules, not the other way round)
     @classmethod
+    @abstractmethod
     def from_settings(
-        cls, settings: DistillConfig, student_channels: int, teacher_channels: int, keys: frozenset[str]
+        cls, settings: Any, student_channels: int, teacher_channels: int, keys: frozenset[str]
     ) -> DistillationLoss:
-        raise NotImplementedError
+        """The module a resolved ``distill:`` section describes."""
 
+    @abstractmethod
     def terms(
         self, student: Features, teacher: Features, truth: GroundTruth
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        raise NotImplementedError
+        """The unweighted terms by loss key, and what to log."""
 
 
 def per_level_log(prefix: str, per_level: Mapping[str, torch.Tensor]) -> dict[str, float]:
