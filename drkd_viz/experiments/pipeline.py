@@ -421,7 +421,9 @@ def run_pipeline(
     bar = tqdm(total=len(planned), desc=f"pipeline {preset.name}", unit="run", disable=quiet, position=0)
     # the teacher first (students need it), then the students: those to train in worker processes when
     # more than one can run at once, the rest (cached ones, or all when one at a time) here
+    # seed-major, the compared arms first: a study stopped part-way holds complete paired seeds
     todo = [job for job in planned[1:] if job_state(job) != "finished"]
+    todo.sort(key=lambda job: (job.method not in COMPARED, job.seed))
     parallel = todo if workers > 1 and len(todo) > 1 else []
     for job in planned:
         if job not in parallel:
