@@ -68,6 +68,11 @@ def _images(at) -> int:
     return len(at.get("image"))
 
 
+def _charts(at) -> list:
+    """The interactive (Vega-Lite) charts on the page."""
+    return at.get("arrow_vega_lite_chart")
+
+
 @pytest.fixture
 def app(monkeypatch, quick_runs):
     at = _app(monkeypatch, quick_runs).run()
@@ -163,6 +168,28 @@ def test_ablations_page_shows_the_study_report(monkeypatch, quick_runs, tmp_path
     _ok(at)
     assert list(at.dataframe[0].value["model"]) == ["ir_only"]
     assert _images(at) == 2  # the chosen metric, the AP / AP_S gains
+    assert "none of the controlled study's arms" in _texts(at)
+
+
+def test_ablations_page_draws_the_controls(monkeypatch, quick_runs, tmp_path):
+    """A report with the controlled study's arms: the lesson chart and the sentence that reads it. (The arms are the
+    quick runs' entries relabelled: the chart's numbers are theirs.)"""
+    runs = tmp_path / "runs"
+    (runs / "reports" / "study").mkdir(parents=True)
+    report = json.loads((quick_runs / "reports" / "quick" / "report.json").read_text())
+    report["preset"] = "study"
+    for arm, source in (("relation", "drkd"), ("relation_rotate", "drkd"), ("fi_rotate", "feature_imitation")):
+        report["models"][arm] = report["models"][source]
+    (runs / "reports" / "study" / "report.json").write_text(json.dumps(report))
+    shutil.copytree(quick_runs / "reports" / "quick", runs / "reports" / "quick")
+    at = _app(monkeypatch, runs).run()
+    at.switch_page("views/ablations.py").run()
+    _ok(at)
+    assert len(_charts(at)) == 1
+    gain = report["models"]["drkd"]["gain_over_baseline"]["AP"]["mean"] * 100
+    assert f"Relations alone gain {gain:+.1f} AP over the baseline" in _texts(at)
+    at.radio(key="ablations_controls_metric").set_value("APs").run()
+    _ok(at)
 
 
 def test_small_objects_page(app):
@@ -216,6 +243,12 @@ def test_pixel_relations_page(app):
     _ok(app)
     assert app.title[0].value == "Pixel relations"
     assert _images(app) == 2  # maps side by side, graph view
+    assert len(_charts(app)) == 2  # the pixel picker, the affinity maps
+    assert app.session_state["affinity_cell"] is not None
+    app.selectbox(key="affinity_level").select("P4").run()
+    app.select_slider(key="affinity_cells").set_value(12).run()
+    _ok(app)
+    assert "of 12 ×" in _texts(app) or "× 12;" in _texts(app)
     contrast = app.dataframe[0].value
     assert list(contrast["model"]) == ["teacher", "baseline student", "DRKD student"]
     app.slider(key="pixel_opacity").set_value(0.8).run()
@@ -247,16 +280,28 @@ def test_instance_relations_page(app):
     app.switch_page("views/instance_relations.py").run()
     _ok(app)
     assert app.title[0].value == "Instance relations"
-    assert _images(app) == 1
+    assert _images(app) == 1  # the image with its numbered instances (the matrices are an interactive chart)
+    assert len(_charts(app)) == 3  # the matrices; the report's AUC and agreement
+    assert app.radio(key="instance_relation").value == "anchored"  # the anchored target by default
     pick = app.selectbox(key="instance_pick")
     assert pick.value == 0 and pick.options[0] == "none"
     app.selectbox(key="instance_pick").select(None).run()
     _ok(app)
     app.selectbox(key="instance_pick").set_value(2).run()
     _ok(app)
-    row = app.dataframe[0].value
+    tables = [frame.value for frame in app.dataframe]
+    per_image = next(t for t in tables if "auc" in t.columns)
+    assert list(per_image["model"]) == ["teacher", "baseline student", "DRKD student"]
+    assert per_image["auc"].dropna().between(0, 1).all()
+    row = next(t for t in tables if "#0" in t.columns)
     assert list(row["model"]) == ["teacher", "baseline student", "DRKD student"]
     assert row.drop(columns="model").sum(axis=1).tolist() == pytest.approx([1, 1, 1], abs=0.01)  # rows of A sum to 1
+    # the learned relation (the quick runs train the paper's terms): another matrix, the caption that reads it
+    app.radio(key="instance_relation").set_value("learned").run()
+    _ok(app)
+    assert "entropy" in _texts(app)
+    learned = next(t.value for t in app.dataframe if "#0" in t.value.columns)
+    assert not learned.drop(columns="model").equals(row.drop(columns="model"))
     app.selectbox(key="instance_level").select(app.selectbox(key="instance_level").options[-1]).run()
     app.selectbox(key="instance_index").select(app.selectbox(key="instance_index").options[3]).run()
     _ok(app)
@@ -268,7 +313,7 @@ def test_instance_relations_page(app):
     by_size = next(t for t in tables if "l1 mean" in t.columns)
     assert {"role", "size", "l1 mean", "kl mean"} <= set(by_size.columns)
     # the report's relation metrics: an AUC for every model, the teacher's agreement with itself left empty
-    carried = tables[-1]
+    carried = next(t for t in tables if "AUC P2" in t.columns)
     assert list(carried["model"]) == ["teacher", "baseline", "feature_imitation", "drkd"]
     assert carried["AUC P2"].between(0, 1).all() and carried.set_index("model")["row L1 all (P2)"].isna()["teacher"]
 

@@ -146,3 +146,63 @@ def test_errors_chart_hover_and_click(browser_page, server, artifacts):
     driver.settle(page)
     driver._check_no_exception(page)
     page.screenshot(path=str(artifacts / "errors_selected.png"))
+
+
+def test_relation_matrix_hover_and_clicks(browser_page, server, artifacts):
+    """Instance relations: hovering a matrix cell shows both instances and the value; clicking it outlines the pair on
+    the image (the figure is redrawn and the picked instance follows); clicking the class strip picks one instance."""
+    url, _ = server
+    page = browser_page
+    scenario = driver.Scenario("instance_relations", "Instance relations", "none")
+    driver.open_page(page, url, scenario)
+    driver.settle(page)
+    cells = driver.tooltip_spots(page, 0, "relates to (column)", wanted=2)
+    assert len(cells) == 2, "no matrix cell showed its tooltip"
+    page.mouse.move(*cells[1])
+    tooltip = page.locator("#vg-tooltip-element")
+    text = tooltip.inner_text()
+    assert "A_ij" in text and "instance (row)" in text and "same class" in text, text
+    row = int(text.split("instance (row)")[1].split("#")[1].split()[0])
+    page.screenshot(path=str(artifacts / "instance_relations_hover.png"))
+    old = driver._image_src(page, 0)
+    page.mouse.click(*cells[1])
+    driver._wait_image(page, 0, old, 120_000)
+    driver.settle(page)
+    driver._check_no_exception(page)
+    pick = page.get_by_test_id("stSelectbox").filter(has_text="Highlight instance").first
+    expect(pick).to_contain_text(f"#{row} —")
+    page.screenshot(path=str(artifacts / "instance_relations_pair.png"))
+    strip = driver.tooltip_spots(page, 0, "size", wanted=2)
+    assert strip, "no instance of the class strip showed its tooltip"
+    page.mouse.move(*strip[-1])
+    picked = int(page.locator("#vg-tooltip-element").inner_text().split("#")[1].split()[0])
+    old = driver._image_src(page, 0)
+    page.mouse.click(*strip[-1])
+    if picked != row:
+        driver._wait_image(page, 0, old, 120_000)
+    driver.settle(page)
+    expect(pick).to_contain_text(f"#{picked} —")
+
+
+def test_pixel_affinity_click_redraws_the_maps(browser_page, server, artifacts):
+    """Pixel relations: clicking a cell of the image picks it (the caption says which) and every model's affinity
+    map is redrawn for it."""
+    url, _ = server
+    page = browser_page
+    driver.open_page(page, url, driver.Scenario("pixel_relations", "Pixel relations", "none"))
+    driver.settle(page)
+    spots = driver.tooltip_spots(page, 0, "col", wanted=2)
+    assert len(spots) == 2, "no cell of the image grid showed its tooltip"
+    before_text = driver._text(page, "Cell (row")
+    before = driver.chart_marks(page, 1).screenshot()
+    driver.chart_marks(page, 0)  # back to the picker
+    page.mouse.move(*spots[1])
+    page.mouse.click(*spots[1])
+    driver._wait_text(page, "Cell (row", before_text, 120_000)
+    driver.settle(page)
+    driver._check_no_exception(page)
+    after = driver.chart_marks(page, 1)
+    page.wait_for_timeout(500)  # Vega draws after the script run ends
+    assert after.screenshot() != before, "the affinity maps did not change"
+    assert driver._text(page, "Cell (row") != before_text
+    page.screenshot(path=str(artifacts / "pixel_affinity_click.png"))

@@ -26,13 +26,28 @@ assert last["index"] == 1 and last["level"] == "P3", last
 assert last["contrast"] != first
 graph_viewer.children[3].value = 2  # another graph node
 assert views["current"].nodes >= 3
+# the global relation of a pixel: another cell redraws every model's affinity row
+before = {r: a.copy() for r, a in affinity_last["maps"].affinity.items()}
+affinity_viewer.children[2].value = 3
+affinity_viewer.children[3].value = 5
+assert affinity_last["cell"] == (3, 5), affinity_last["cell"]
+maps = affinity_last["maps"]
+index = 3 * maps.grid[1] + 5
+assert set(maps.affinity) >= {"teacher", "baseline", "drkd"}
+assert all(abs(a[index, index] - 1) < 1e-4 for a in maps.affinity.values())
+affinity_viewer.children[1].value = "P4"
+assert affinity_last["level"] == "P4" and affinity_last["maps"].grid == maps.grid
 """
     ],
     "03_instance_relations": [
         """
-relations_viewer.children[2].value = 1  # select instance 1: its row is extracted for every model
-assert picked["instance"] == 1 and set(picked["rows"]) >= {"teacher", "baseline", "drkd"}, picked
+relations_viewer.children[3].value = 1  # select instance 1: its row is extracted for every model
+assert picked["instance"] == 1 and picked["relation"] == "anchored", picked
+assert set(picked["rows"]) >= {"teacher", "baseline", "drkd"}, picked
 assert all(abs(row.sum() - 1) < 1e-4 for row in picked["rows"].values())
+anchored = picked["rows"]["teacher"]
+relations_viewer.children[2].value = "learned"  # the quick runs train the paper's relation modules
+assert picked["relation"] == "learned" and not (abs(picked["rows"]["teacher"] - anchored) < 1e-6).all()
 # the parameter-free relation metrics: an AUC for every model, agreement for the students only
 assert set(relation_numbers.auc["role"]) == set(models.roles)
 assert "teacher" not in set(relation_numbers.agreement["role"]) and relation_numbers.images > 0

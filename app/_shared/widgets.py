@@ -34,8 +34,25 @@ def png_download(png: bytes, file_name: str, key: str) -> None:
     st.download_button("Download PNG", png, file_name=file_name, mime="image/png", key=f"{key}_png", on_click="ignore")
 
 
+EMPTY_CELL = "—"  # what an empty cell (None, NaN) shows, never the text "None"
+
+
+def _format_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):  # NaN != NaN
+        return EMPTY_CELL
+    return format(value, ".10g") if isinstance(value, float) else str(value)
+
+
+def table_view(frame):
+    """``frame`` for st.dataframe: empty cells read "—" (Streamlit would print "None"); the values underneath,
+    and so sorting and the CSV, are unchanged. Floats keep the digits the caller rounded them to."""
+    if not frame.isna().to_numpy().any():
+        return frame
+    return frame.style.format(_format_cell)
+
+
 def show_table(frame, file_name: str, key: str, **kwargs: Any) -> None:
-    st.dataframe(frame, hide_index=True, key=f"{key}_table", **kwargs)
+    st.dataframe(table_view(frame), hide_index=True, key=f"{key}_table", **kwargs)
     st.download_button(
         "Download CSV",
         frame.to_csv(index=False).encode(),

@@ -7,8 +7,10 @@ import streamlit as st
 from _shared import context, figures, widgets
 
 from drkd_viz.distill.config import ABLATIONS, CONTROLS, ablation_settings
+from drkd_viz.experiments.relation_report import controls_frame, controls_sentence
 from drkd_viz.runs.reports import leaderboard
 from drkd_viz.viz import ablations as vabl
+from drkd_viz.viz import relation_charts as rcharts
 
 ctx = context.current()
 st.title("Ablations")
@@ -29,6 +31,31 @@ st.caption(
     "(`drkd_viz/distill/config.py`). Δ: gain over the baseline student paired by seed, in AP points; an interval "
     "needs more than one seed."
 )
+
+
+st.subheader("What relations add beyond imitation")
+controls = controls_frame(report)
+if controls.empty:
+    st.info(
+        "This report has none of the controlled study's arms (relation only, the rotated teacher, shuffled "
+        f"targets); they come with the study preset: `drkd-viz pipeline --preset study --out {ctx.root}`."
+    )
+else:
+    c1, c2 = st.columns([3, 1])
+    with c2:
+        control_metric = st.radio("Gain in", ["AP", "APs"], horizontal=True, key="ablations_controls_metric")
+        st.caption(
+            "Rotation: the teacher's features turned by a fresh random orthogonal matrix every step, which "
+            "scrambles any imitation target and leaves every cosine relation as it was. Shuffling: the relation "
+            "targets' instances permuted within each image, which keeps their statistics and destroys their content."
+        )
+    with c1:
+        st.altair_chart(rcharts.controls_chart(controls, control_metric), key="ablations_controls")
+    sentence = controls_sentence(report)
+    if sentence:
+        st.markdown(sentence)
+    if controls["seeds"].max() < 2:
+        st.caption("One seed: no intervals. The `study` report pairs five seeds.")
 
 
 def kind(model: str) -> str:

@@ -10,6 +10,19 @@ from _shared import context, widgets
 from drkd_viz.analysis import graph, pixel
 from drkd_viz.analysis.models import OPTIONAL_ROLES, ROLE_TITLES
 from drkd_viz.viz import pixel as vpixel
+from drkd_viz.viz import relation_charts as rcharts
+
+
+def default_cell(maps: pixel.AffinityMaps) -> tuple[int, int]:
+    """The cell at the centre of the smallest ground-truth box (a small object is where relations matter most);
+    the image's centre without boxes."""
+    gh, gw = maps.grid
+    if not len(maps.boxes):
+        return gh // 2, gw // 2
+    areas = (maps.boxes[:, 2] - maps.boxes[:, 0]) * (maps.boxes[:, 3] - maps.boxes[:, 1])
+    x1, y1, x2, y2 = maps.boxes[int(areas.argmin())]
+    return min(int((y1 + y2) / 2), gh - 1), min(int((x1 + x2) / 2), gw - 1)
+
 
 ctx = context.current()
 st.title("Pixel relations")
@@ -65,6 +78,55 @@ with right:
     else:
         st.caption("An uploaded image has no ground truth: no contrast to compute.")
 
+st.subheader("The global relation of a pixel")
+st.caption(
+    "Click a cell of the image (left): each model's features relate it to every other cell (cosine of the "
+    "channel-centred features, averaged onto one grid shared by all models; the parameter-free relation L_PA "
+    "distils). The second row shows each student's map minus the teacher's (red: relates more than the teacher, "
+    "blue: less). Pick a cell on a small object and see which students relate it to its own kind."
+)
+a1, a2 = st.columns([1, 3])
+with a1:
+    affinity_level = st.selectbox("FPN level", list(models.levels), index=1, key="affinity_level")
+    cells = st.select_slider("Cells along the longer side", [12, 16, 24, 32], value=24, key="affinity_cells")
+
+
+@st.cache_data(show_spinner="Relating every cell to every other …", max_entries=32)
+def affinity(root: str, preset: str, seed: int, stamp: float, image_key: str, level: str, roles, cells: int, _picked):
+    models = context.model_set(root, preset, seed, stamp)
+    return pixel.affinity_maps(models, _picked.image, level, _picked.boxes, roles, cells)
+
+
+computed_affinity = affinity(
+    ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, picked.key, affinity_level, tuple(roles), cells, picked
+)
+gh, gw = computed_affinity.grid
+PIXEL_CHART = "affinity_picker"
+
+
+def take_pixel_pick() -> None:
+    point = rcharts.selected(st.session_state.get(PIXEL_CHART), rcharts.SELECT_PIXEL)
+    if point is not None:
+        st.session_state["affinity_cell"] = (int(point["row"]), int(point["col"]))
+
+
+cell = st.session_state.get("affinity_cell")
+view_key = (picked.key, affinity_level, cells)
+if (
+    cell is None or st.session_state.get("affinity_view") != view_key
+):  # a new image or grid: start on its smallest object
+    cell = default_cell(computed_affinity)
+    st.session_state["affinity_cell"], st.session_state["affinity_view"] = cell, view_key
+with a1:
+    st.altair_chart(
+        rcharts.pixel_picker_chart(picked.image, computed_affinity, cell),
+        on_select=take_pixel_pick,
+        key=PIXEL_CHART,
+    )
+    st.caption(f"Cell (row {cell[0]}, column {cell[1]}) of {gh} × {gw}; cyan: ground-truth boxes.")
+with a2:
+    st.altair_chart(rcharts.pixel_affinity_chart(picked.image, computed_affinity, cell), key="affinity_maps")
+
 if models.has_graph_units():
     st.subheader("Graph-node explorer")
 
@@ -76,15 +138,27 @@ if models.has_graph_units():
 
     @st.cache_data(show_spinner="Projecting onto the graph …", max_entries=64)
     def view_of(root: str, preset: str, seed: int, stamp: float, image_key: str, role: str, level: str, _picked):
-        return graph.graph_view(context.model_set(root, preset, seed, stamp), _picked.image, role, level)
+        return graph.graph_view(context.model_set(root, preset, seed, stamp), _picked.image, role, level, _picked.boxes)
 
     g1, g2 = st.columns([1, 2])
     with g1:
         role = st.selectbox("Model", models.roles, format_func=lambda r: ROLE_TITLES.get(r, r), key="pixel_graph_role")
         view = view_of(ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, picked.key, role, level, picked)
-        busiest = int(view.node_shares().argmax())  # start on the node most pixels vote into
-        node = st.slider("Node", 0, view.nodes - 1, busiest, key="pixel_node")
+        if view.residual_ratio < graph.NEAR_PASS_THROUGH:
+            st.warning(
+                f"Near pass-through: this unit changes its input by {view.residual_ratio:.1%} "
+                "(‖G(x) − x‖ / ‖x‖), so G(x) ≈ x and its nodes carry little relation; read the nodes below as "
+                "what an almost untrained unit does."
+            )
+        else:
+            st.caption(f"Residual ratio ‖G(x) − x‖ / ‖x‖ = {view.residual_ratio:.2f}.")
+        # start on the purest node when the image has boxes, else on the one most pixels vote into
+        ranking = view.purity if view.purity is not None else view.node_shares()
+        node = st.slider("Node", 0, view.nodes - 1, int(ranking.argmax()), key="pixel_node")
         shares = pd.DataFrame({"node": range(view.nodes), "share of pixels (arg-max)": view.node_shares()})
+        if view.purity is not None:
+            shares["purity (mass inside boxes)"] = view.purity
+            shares = shares.sort_values("purity (mass inside boxes)", ascending=False)
         widgets.show_table(shares.round(3), f"nodes_{role}_{level}.csv", "pixel_nodes", height=220)
 
     @st.cache_data(show_spinner=False, max_entries=256)

@@ -5,6 +5,8 @@
     view.assignment           # h x w: the node each feature pixel votes into most strongly
     view.affinity             # M x M cosine similarity of the node states V (columns of V)
     view.mixing               # M x M learned node-mixing matrix A_g (the 1-D conv across nodes)
+    view.residual_ratio       # ‖G(x) − x‖ / ‖x‖: below NEAR_PASS_THROUGH the unit hardly changes its input
+    view.purity               # M: each node's share of its (softmax) pixel mass inside the boxes given
 
 The projection P = W_proj * x is a plain 1x1 convolution, not a softmax: a pixel's votes can be negative, and the
 node features are V = X Pᵀ (/ HW). node_map therefore keeps the sign; the arg-max assignment shows, per pixel, the
@@ -20,6 +22,8 @@ import torch
 
 from drkd_viz.analysis.models import ModelSet
 from drkd_viz.analysis.pixel import upsample
+from drkd_viz.distill.instance_relation import level_stride
+from drkd_viz.distill.relation_metrics import box_mask, node_purity
 from drkd_viz.errors import UserError
 
 
@@ -33,6 +37,8 @@ class GraphView:
     mixing: np.ndarray  # M x M learned node-mixing matrix A_g
     image_size: tuple[int, int]  # (H, W) of the image the maps are drawn over
     valid: tuple[float, float] | None = None  # feature (rows, columns) the image covers (the rest is padding)
+    residual_ratio: float = float("nan")  # ‖G(x) − x‖ / ‖x‖ over the image
+    purity: np.ndarray | None = None  # M, share of each node's pixel mass inside the boxes (None without boxes)
 
     @property
     def nodes(self) -> int:
@@ -50,8 +56,14 @@ def cosine_affinity(nodes: torch.Tensor) -> np.ndarray:
     return (unit.T @ unit).numpy()
 
 
-def graph_view(models: ModelSet, image: torch.Tensor, role: str, level: str) -> GraphView:
-    """The graph projection of ``level`` for the ``role`` detector on ``image`` (one forward)."""
+NEAR_PASS_THROUGH = 0.15  # residual ratios below this: G(x) is x plus a small correction, not a relation feature
+
+
+def graph_view(
+    models: ModelSet, image: torch.Tensor, role: str, level: str, boxes: np.ndarray | torch.Tensor | None = None
+) -> GraphView:
+    """The graph projection of ``level`` for the ``role`` detector on ``image`` (one forward); with the ground-truth
+    ``boxes`` (N x 4, image coordinates), each node's purity."""
     models.check_level(level, "pixel")
     if level not in models.units[role].pixel:
         raise UserError(
@@ -61,7 +73,18 @@ def graph_view(models: ModelSet, image: torch.Tensor, role: str, level: str) -> 
     feats = models.features(role, image)
     with torch.no_grad():
         parts = models.units[role].pixel[level].parts(feats.features[level])
-    projection = feats.crop(parts.projection[0], level).float().numpy()
+    projection_t = feats.crop(parts.projection[0], level).float()
+    projection = projection_t.numpy()
+    x = feats.crop(feats.features[level][0], level)
+    residual_ratio = float(feats.crop(parts.residual[0], level).norm() / x.norm().clamp_min(1e-12))
+    purity = None
+    boxes_np = None if boxes is None else np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if boxes_np is not None and len(boxes_np):
+        # the boxes in feature pixels of this level: image -> resized input -> stride
+        scale = np.array([feats.input_size[1] / feats.image_size[1], feats.input_size[0] / feats.image_size[0]] * 2)
+        moved = torch.as_tensor(boxes_np * scale, dtype=torch.float32)
+        inside = box_mask([moved], (1, *projection.shape[1:]), level_stride(level))
+        purity = node_purity(projection_t[None], inside)[0].numpy()
     return GraphView(
         role=role,
         level=level,
@@ -71,6 +94,8 @@ def graph_view(models: ModelSet, image: torch.Tensor, role: str, level: str) -> 
         mixing=parts.node_mixing.detach().float().numpy(),
         image_size=feats.image_size,
         valid=feats.valid(level),
+        residual_ratio=residual_ratio,
+        purity=purity,
     )
 
 

@@ -5,18 +5,26 @@ close each student's rows come to the teacher's over the test split, by object s
     rel = relation_matrices(models, image, boxes, "P2", areas=instance_areas(dataset, i))
     rel["drkd"].matrix          # N x N, row k: how instance k attends to the others (rows sum to 1)
     rel["drkd"].order           # indices into ``boxes``: instance k of the matrix is boxes[order[k]]
+    relation_matrices(models, image, boxes, "P2", labels=labels, relation="anchored")   # by class, then size
+    image_relation_metrics(rel)  # per model: same-class AUC of this image, row L1 to the teacher by size
     relation_summary(models, dataset, "P2")   # one row per (image, instance, student): L1 and KL to the teacher
 
-Instances are ordered by area, largest first (the paper indexes them by box area). With the annotations' areas
-(``instance_areas``) the order and the small / medium / large buckets are those of COCO's AP_S/M/L; without them,
-the box area is used. The boxes are sorted *before* the relation module sees them, so the matrix is computed in
-the displayed order (the ``reference`` filter draws its random columns in that order too).
+Instances are ordered by area, largest first (the paper indexes them by box area); given their ``labels``, by class
+first, so that a relation that carries class structure shows it as blocks on the diagonal. With the annotations'
+areas (``instance_areas``) the order and the small / medium / large buckets are those of COCO's AP_S/M/L; without
+them, the box area is used. The boxes are sorted *before* the relation module sees them, so the matrix is computed
+in the displayed order (the ``reference`` filter draws its random columns in that order too).
+
+Two relations can be shown: ``learned`` (the DRKD run's relation modules, the paper's A, when its L_IR was on) and
+``anchored`` (softmax over the other instances of cos / 0.1 of the model's own pooled features: the target L_IRA
+distils, with no parameters to train).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -27,6 +35,7 @@ from drkd_viz.analysis.models import ModelSet, image_and_boxes, instance_areas
 from drkd_viz.data.coco import CocoDetection
 from drkd_viz.data.synthetic import size_bucket
 from drkd_viz.distill.instance_relation import boxes_to_rois, level_stride, pool_instances
+from drkd_viz.distill.relation_metrics import same_class_auc
 from drkd_viz.distill.relations import instance_relation
 from drkd_viz.errors import UserError
 
@@ -44,8 +53,9 @@ class InstanceRelations:
     matrix: np.ndarray  # A: N x N, rows sum to 1
     filter: np.ndarray | None  # w: N x N relation-filter weights (None: the module has no filter)
     # "learned": the DRKD run's relation modules; "parameter-free": softmax over the other instances of cos / 0.1
-    # (a DRKD run without L_IR has no relation module)
+    # (asked for as ``anchored``, or the fallback of a DRKD run without L_IR, which has no relation module)
     source: str = "learned"
+    labels: np.ndarray | None = None  # class ids in that order (None: not given)
 
 
 def box_areas(boxes: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -53,9 +63,12 @@ def box_areas(boxes: np.ndarray | torch.Tensor) -> np.ndarray:
     return (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
 
 
-def area_order(areas: np.ndarray) -> np.ndarray:
-    """Indices that sort ``areas`` largest first (ties keep the given order)."""
-    return np.argsort(-np.asarray(areas, dtype=np.float64), kind="stable")
+def area_order(areas: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """Indices that sort ``areas`` largest first (ties keep the given order); given ``labels``, by class first."""
+    by_area = np.argsort(-np.asarray(areas, dtype=np.float64), kind="stable")
+    if labels is None:
+        return by_area
+    return by_area[np.argsort(np.asarray(labels)[by_area], kind="stable")]
 
 
 def relation_matrices(
@@ -65,17 +78,27 @@ def relation_matrices(
     level: str,
     areas: np.ndarray | None = None,
     roles: Sequence[str] | None = None,
+    labels: np.ndarray | torch.Tensor | None = None,
+    relation: Literal["learned", "anchored"] = "learned",
 ) -> dict[str, InstanceRelations]:
     """Relation matrix and filter of the ground-truth ``boxes`` (N x 4, image coordinates) at ``level`` for each
-    role (default: teacher, baseline, DRKD student), instances ordered by area. ``areas``: the annotations' areas
-    (default: the boxes' areas). One forward per model."""
+    role (default: teacher, baseline, DRKD student), instances ordered by area (given their ``labels``, by class,
+    then area). ``areas``: the annotations' areas (default: the boxes' areas). ``relation``: ``learned`` (the
+    DRKD run's relation modules; the parameter-free relation where it has none) or ``anchored`` (the
+    parameter-free relation always). One forward per model."""
+    if relation not in ("learned", "anchored"):
+        raise UserError(f"unknown relation {relation!r}; choose 'learned' or 'anchored'")
     models.check_level(level, "instance")
     boxes_np = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     areas = box_areas(boxes_np) if areas is None else np.asarray(areas, dtype=np.float64)
     if len(areas) != len(boxes_np):
         raise UserError(f"{len(areas)} areas given for {len(boxes_np)} boxes")
-    order = area_order(areas)
+    labels_np = None if labels is None else np.asarray(labels, dtype=np.int64).reshape(-1)
+    if labels_np is not None and len(labels_np) != len(boxes_np):
+        raise UserError(f"{len(labels_np)} labels given for {len(boxes_np)} boxes")
+    order = area_order(areas, labels_np)
     sorted_boxes, sorted_areas = boxes_np[order], areas[order]
+    sorted_labels = None if labels_np is None else labels_np[order]
     sizes = [size_bucket(a) for a in sorted_areas]
     out = {}
     for role in models.select(roles):
@@ -88,7 +111,7 @@ def relation_matrices(
             rois, index = boxes_to_rois([moved])
             with torch.no_grad():
                 r = pool_instances(feats.features[level], rois, level_stride(level), units.roi_size)
-                if level in units.relations:
+                if relation == "learned" and level in units.relations:
                     # seeded like inspect_image: the ``reference`` filter's random draw is the same on every call
                     rel = units.relations[level](r, index, torch.Generator().manual_seed(0))
                     matrix = rel.matrix.double().numpy()
@@ -96,8 +119,35 @@ def relation_matrices(
                 else:
                     source = "parameter-free"
                     matrix = instance_relation(r, index).double().numpy() if len(order) > 1 else np.ones((1, 1))
-        out[role] = InstanceRelations(role, level, order, sorted_boxes, sorted_areas, sizes, matrix, filt, source)
+        out[role] = InstanceRelations(
+            role, level, order, sorted_boxes, sorted_areas, sizes, matrix, filt, source, sorted_labels
+        )
     return out
+
+
+def image_relation_metrics(relations: dict[str, InstanceRelations]) -> pd.DataFrame:
+    """What one image's matrices carry, per model: the same-class AUC of its instance pairs (needs the labels and
+    both kinds of pair; else NaN) and, for a student beside the teacher, the mean row L1 to the teacher's rows by
+    object size (``l1 all`` over every instance). One row per model: ``role``, ``auc``, ``l1 <size>``."""
+    rows = []
+    teacher = relations.get("teacher")
+    for role, rel in relations.items():
+        row: dict[str, object] = {"role": role, "auc": float("nan")}
+        n = len(rel.order)
+        if rel.labels is not None and n > 1:
+            value = same_class_auc(
+                torch.as_tensor(rel.matrix), torch.zeros(n, dtype=torch.long), torch.as_tensor(rel.labels)
+            )
+            row["auc"] = float("nan") if value is None else value
+        if teacher is not None and role != "teacher" and n > 1:
+            l1, _ = row_distances(rel.matrix, teacher.matrix)
+            sizes = np.array(rel.sizes)
+            for size in ("small", "medium", "large"):
+                row[f"l1 {size}"] = float(l1[sizes == size].mean()) if (sizes == size).any() else float("nan")
+            row["l1 all"] = float(l1.mean())
+        rows.append(row)
+    columns = ["role", "auc", "l1 small", "l1 medium", "l1 large", "l1 all"]
+    return pd.DataFrame(rows).reindex(columns=columns)
 
 
 def row_distances(student: np.ndarray, teacher: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

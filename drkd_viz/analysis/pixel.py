@@ -25,6 +25,8 @@ import torch.nn.functional as F
 
 from drkd_viz.analysis.models import ModelSet, image_and_boxes
 from drkd_viz.data.coco import CocoDetection
+from drkd_viz.distill.relations import cosine_matrix
+from drkd_viz.errors import UserError
 
 
 def upsample(values: torch.Tensor, size: tuple[int, int], valid: tuple[float, float] | None = None) -> torch.Tensor:
@@ -116,6 +118,54 @@ def pixel_maps(
             None if relation is None else foreground_contrast(relation, boxes),
         )
     return out
+
+
+@dataclass
+class AffinityMaps:
+    """The global pixel relation of one image at one level (paper Fig. 1, parameter-free): each model's feature
+    averaged onto one grid of cells shared by every model, channels centred over the cells, and the cosine between
+    every pair of cells. Row p of ``affinity[role]`` is how that model's features relate cell p to the image."""
+
+    level: str
+    grid: tuple[int, int]  # (rows, columns) of cells over the image
+    affinity: dict[str, np.ndarray]  # role -> P x P cosine in [-1, 1], P = rows * columns, cells row-major
+    boxes: np.ndarray  # N x 4 ground truth (x1, y1, x2, y2) in cell units: what the picker draws
+
+
+def affinity_grid(image_size: tuple[int, int], cells: int) -> tuple[int, int]:
+    """(rows, columns) with ``cells`` along the image's longer side and the image's aspect ratio."""
+    h, w = image_size
+    if h >= w:
+        return cells, max(1, round(cells * w / h))
+    return max(1, round(cells * h / w)), cells
+
+
+def affinity_maps(
+    models: ModelSet,
+    image: torch.Tensor,
+    level: str,
+    boxes: np.ndarray | torch.Tensor | None = None,
+    roles: Sequence[str] | None = None,
+    cells: int = 24,
+) -> AffinityMaps:
+    """Pixel affinities of ``level`` for each role on a grid of ``cells`` along the image's longer side (the
+    detectors' own resize and padding undone, so every model's grid covers the same pixels). One backbone forward
+    per model. ``boxes``: ground truth in image coordinates, moved to cell units for display."""
+    if level not in models.levels:
+        raise UserError(f"unknown FPN level {level!r}; the detectors have {list(models.levels)}")
+    if cells < 2:
+        raise UserError(f"the affinity grid needs at least 2 cells a side, got {cells}")
+    size = (int(image.shape[-2]), int(image.shape[-1]))
+    grid = affinity_grid(size, cells)
+    affinity = {}
+    for role in models.select(roles):
+        feats = models.features(role, image)
+        x = feats.crop(feats.features[level][0], level).float()
+        pooled = F.adaptive_avg_pool2d(x[None], grid)[0].flatten(1).T  # P x C
+        affinity[role] = cosine_matrix(pooled - pooled.mean(0, keepdim=True)).double().numpy()
+    boxes_np = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scale = np.array([grid[1] / size[1], grid[0] / size[0]] * 2)
+    return AffinityMaps(level, grid, affinity, boxes_np * scale)
 
 
 def contrast_summary(

@@ -188,3 +188,130 @@ def relation_table(report: dict[str, Any]):
         row[f"ρ all ({first})"] = agree.get("all", {}).get("spearman", {}).get("mean")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# what each arm of the controlled study keeps of the teacher's knowledge (the lesson chart's colours)
+CONTROL_ARMS: dict[str, tuple[str, str]] = {
+    "feature_imitation": ("feature imitation", "imitation"),
+    "pkd": ("PKD", "imitation"),
+    "drkd": ("DRKD (imitation + relations)", "both"),
+    "relation": ("relation only", "relations"),
+    "relation_rotate": ("relation only, teacher rotated", "relations"),
+    "fi_rotate": ("feature imitation, teacher rotated", "neither"),
+    "relation_shuffle": ("relation only, targets shuffled", "neither"),
+}
+
+
+def controls_frame(report: dict[str, Any]):
+    """The controlled study's arms present in ``report``: one row per (arm, metric AP / APs) with the gain over the
+    baseline paired by seed and its 95 % interval (``arm``, ``model``, ``keeps``, ``metric``, ``gain``, ``ci_low``,
+    ``ci_high``, ``seeds``), in points; empty when the report has none of them."""
+    import pandas as pd
+
+    rows = []
+    for model, (arm, keeps) in CONTROL_ARMS.items():
+        entry = report.get("models", {}).get(model, {})
+        for metric in ("AP", "APs"):
+            gain = entry.get("gain_over_baseline", {}).get(metric)
+            if gain is None:
+                continue
+            low, high = gain.get("ci95") or (None, None)
+            rows.append(
+                {
+                    "arm": arm,
+                    "model": model,
+                    "keeps": keeps,
+                    "metric": metric,
+                    "gain": 100 * gain["mean"],
+                    "ci_low": None if low is None else 100 * low,
+                    "ci_high": None if high is None else 100 * high,
+                    "seeds": gain.get("n", 1),
+                }
+            )
+    columns = ["arm", "model", "keeps", "metric", "gain", "ci_low", "ci_high", "seeds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def controls_sentence(report: dict[str, Any]) -> str | None:
+    """One sentence that reads the controls chart: what relation only gains, what rotation leaves of it and of
+    feature imitation's gain, and what shuffling does; None without the relation-only arm and a baseline."""
+    frame = controls_frame(report)
+    ap = frame[frame["metric"] == "AP"].set_index("model")["gain"] if len(frame) else None
+    if ap is None or "relation" not in ap:
+        return None
+    parts = [f"Relations alone gain {ap['relation']:+.1f} AP over the baseline"]
+    if "relation_rotate" in ap:
+        parts.append(f"{ap['relation_rotate']:+.1f} with the teacher's features rotated (imitation made impossible)")
+    if "feature_imitation" in ap and "fi_rotate" in ap:
+        parts.append(
+            f"while feature imitation falls from {ap['feature_imitation']:+.1f} to {ap['fi_rotate']:+.1f} under the "
+            "same rotation"
+        )
+    text = "; ".join(parts[:2]) + (f", {parts[2]}" if len(parts) > 2 else "") + "."
+    if "relation_shuffle" in ap:
+        shuffled = ap["relation_shuffle"]
+        reading = (
+            "what the targets say carries the gain, not a regularising side effect"
+            if shuffled < 0.5 * ap["relation"]
+            else "as much as the real targets: a regulariser, not knowledge"
+        )
+        text += f" Shuffled relation targets give {shuffled:+.1f}: {reading}."
+    seeds = int(frame["seeds"].max())
+    return text + f" ({seeds} seed{'s' if seeds != 1 else ''}, paired with the baseline's.)"
+
+
+def relation_metric_frame(report: dict[str, Any]):
+    """The report's relation metrics, long: one row per (metric, model, level, size) with ``mean`` over seeds and its
+    95 % interval (``ci_low``, ``ci_high``; None with one seed), ``seeds``. ``auc`` is per level (size "all"),
+    ``row_l1`` per size at the finest level. Empty when the report has none."""
+    import pandas as pd
+
+    from drkd_viz.experiments.stats import summarize
+
+    rel = report.get("relations") or {}
+    rows = []
+
+    def add(metric: str, model: str, level: str, size: str, per_seed: dict[str, float | None]) -> None:
+        values = [v for v in per_seed.values() if v is not None and v == v]
+        if not values:
+            return
+        s = summarize(values)
+        ok = len(values) > 1
+        rows.append(
+            {
+                "metric": metric,
+                "model": model,
+                "level": level,
+                "size": size,
+                "mean": s.mean,
+                "ci_low": s.low if ok else None,
+                "ci_high": s.high if ok else None,
+                "seeds": len(values),
+            }
+        )
+
+    if rel:
+        first = rel["levels"][0]
+        for model, by_level in rel["auc"].items():
+            add("auc", model, first, "all", by_level.get(first, {}).get("per_seed", {}))
+        for model, by_level in rel["agreement"].items():
+            for size in SIZES:
+                cell = by_level.get(first, {}).get(size, {})
+                add("row_l1", model, first, size, cell.get("row_l1", {}).get("per_seed", {}))
+    return pd.DataFrame(rows, columns=["metric", "model", "level", "size", "mean", "ci_low", "ci_high", "seeds"])
+
+
+def agreement_sentence(report: dict[str, Any], size: str = "small") -> str | None:
+    """A sentence that reads the agreement for the user: which of DRKD and feature imitation relates ``size``
+    objects more like the teacher (row L1 at the finest level, means over seeds); None without both."""
+    frame = relation_metric_frame(report)
+    l1 = frame[(frame["metric"] == "row_l1") & (frame["size"] == size)].set_index("model")["mean"]
+    if not {"drkd", "feature_imitation"} <= set(l1.index):
+        return None
+    drkd, fi = float(l1["drkd"]), float(l1["feature_imitation"])
+    level = frame["level"].iloc[0]
+    better = "better than" if drkd < fi else ("no better than" if drkd > fi else "as well as")
+    return (
+        f"The DRKD student's relations agree with the teacher's on {size} objects {better} feature imitation's "
+        f"(row L1 at {level} {drkd:.2f} vs {fi:.2f}; lower is closer, 0–2)."
+    )

@@ -11,7 +11,7 @@ from drkd_viz.analysis.attribution import METHOD_TITLES
 from drkd_viz.viz.common import draw_boxes, image_array, new_figure, no_data, role_color, role_title, show_image
 
 # signed maps get a diverging colour map centred on 0, non-negative ones a sequential one
-CMAPS: dict[str, str] = {"integrated_gradients": "RdBu_r", "saliency": "magma", "gradcam": "jet"}
+CMAPS: dict[str, str] = {"integrated_gradients": "RdBu_r", "saliency": "magma", "gradcam": "magma"}
 SIGNED: frozenset[str] = frozenset({"integrated_gradients"})
 LABEL_BOX = {"facecolor": "white", "alpha": 0.8, "edgecolor": "none"}
 

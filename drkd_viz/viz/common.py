@@ -59,7 +59,7 @@ def overlay(
     image: torch.Tensor | np.ndarray,
     heatmap: np.ndarray,
     opacity: float = 0.5,
-    cmap: str = "jet",
+    cmap: str = "magma",  # perceptually uniform (jet invents edges where there are none)
     vmin: float = 0.0,
     vmax: float = 1.0,
 ) -> AxesImage:

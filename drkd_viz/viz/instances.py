@@ -223,3 +223,39 @@ def plot_relation_summary(df: pd.DataFrame) -> Figure:
         fontsize=11,
     )
     return fig
+
+
+def plot_instances(
+    image: torch.Tensor | np.ndarray,
+    relation: InstanceRelations,
+    class_names: dict[int, str] | list[str] | None = None,
+    highlight: int | None = None,
+    partner: int | None = None,
+) -> Figure:
+    """The image with its instances numbered in the matrix order (class, then size, when the relations were computed
+    with labels), each box in its class's colour. ``highlight``: the instance of a picked row (gold, thick);
+    ``partner``: the other instance of a picked cell (cyan, thick)."""
+    from matplotlib import colormaps
+
+    n = len(relation.order)
+    h, w = image_array(image).shape[:2]
+    fig = new_figure(3.6, 3.6 * h / w + 0.5)
+    ax = fig.subplots()
+    show_image(ax, image, dim=0.25)
+    palette = colormaps["tab10"].colors
+    if relation.labels is not None:
+        colors = [palette[(int(label) - 1) % len(palette)] for label in relation.labels]
+    else:
+        colors = [SIZE_COLORS[s] for s in relation.sizes]
+    draw_boxes(ax, relation.boxes, labels=[str(k) for k in range(n)], color=colors, linewidth=1.0, fontsize=7)
+    for k, color in ((highlight, HIGHLIGHT), (partner, "#00e5ff")):
+        if k is not None and 0 <= k < n:
+            draw_boxes(ax, relation.boxes[k : k + 1], color=color, linewidth=3.0)
+    title = f"{n} instances, numbered as in the matrices"
+    if highlight is not None and 0 <= highlight < n:
+        title += f"\ngold: #{highlight}" + (f", cyan: #{partner}" if partner is not None and 0 <= partner < n else "")
+        if relation.labels is not None and class_names is not None:
+            picked = [k for k in (highlight, partner) if k is not None and 0 <= k < n]
+            title += " (" + ", ".join(class_names[int(relation.labels[k])] for k in picked) + ")"
+    ax.set_title(title, fontsize=9)
+    return fig

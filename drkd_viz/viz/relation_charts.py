@@ -1,0 +1,434 @@
+"""Interactive relation charts (Vega-Lite through Altair), the dashboard's and the notebooks' way to explore what
+relations carry:
+
+* :func:`relation_matrices_chart`: each model's instance relation matrix side by side on one colour scale,
+  instances ordered by class then size with the class blocks outlined; hover a cell for both instances and the
+  value, click a cell (selection ``SELECT_PAIR``) or an instance of the class strip (``SELECT_INSTANCE``);
+* :func:`pixel_picker_chart` and :func:`pixel_affinity_chart`: click a cell of the image, see how every model's
+  features relate that cell to the rest of the image (the global pixel relation, paper Fig. 1), and the
+  difference to the teacher;
+* :func:`relation_metrics_chart`: the split-wide class-structure AUC and agreement with the teacher per model
+  (and size), with intervals over seeds;
+* :func:`controls_chart`: the controlled study's arms as gains over the baseline with their intervals.
+
+Colours are perceptually uniform: viridis for values, a diverging red-blue for differences.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from drkd_viz.analysis.instances import InstanceRelations
+from drkd_viz.analysis.pixel import AffinityMaps
+from drkd_viz.viz.charts import _alt, _model_scale
+from drkd_viz.viz.common import image_array, role_title
+
+SELECT_PAIR = "relation_pair"  # a click on a matrix cell: fields role, row, col
+SELECT_INSTANCE = "relation_instance"  # a click on the class strip: field row
+SELECT_PIXEL = "pixel_cell"  # a click on the image grid of the affinity explorer: fields row, col
+SIZE_LETTERS = {"small": "S", "medium": "M", "large": "L"}
+
+
+def selected(event: Any, name: str) -> dict[str, Any] | None:
+    """The first point a chart selection ``name`` holds in a Streamlit ``on_select`` event (or None)."""
+    try:
+        points = event["selection"][name]
+    except (KeyError, TypeError):
+        return None
+    return points[0] if points else None
+
+
+def _instance_labels(rel: InstanceRelations, class_names: dict[int, str] | list[str] | None) -> list[str]:
+    """ "#k class S" per instance of the matrix order (the class left out without labels)."""
+    out = []
+    for k, size in enumerate(rel.sizes):
+        name = ""
+        if rel.labels is not None:
+            label = int(rel.labels[k])
+            name = f" {class_names[label]}" if class_names is not None else f" class {label}"
+        out.append(f"#{k}{name} {SIZE_LETTERS.get(size, size)}")
+    return out
+
+
+def class_blocks(labels: np.ndarray | None) -> list[tuple[int, int]]:
+    """[start, end) of each run of one class in the matrix order (nothing without labels or for a run of one)."""
+    if labels is None or len(labels) == 0:
+        return []
+    blocks, start = [], 0
+    for k in range(1, len(labels) + 1):
+        if k == len(labels) or labels[k] != labels[start]:
+            if k - start > 1:
+                blocks.append((start, k))
+            start = k
+    return blocks
+
+
+def relation_cells(
+    relations: dict[str, InstanceRelations], class_names: dict[int, str] | list[str] | None = None
+) -> pd.DataFrame:
+    """One row per (model, i, j), i ≠ j, of the matrices: ``role``, ``model``, ``row``, ``col``, ``value``, and both
+    instances' ``row_label`` / ``col_label``, ``row_size`` / ``col_size``, ``same_class``."""
+    rows = []
+    for role, rel in relations.items():
+        names = _instance_labels(rel, class_names)
+        n = len(rel.order)
+        for i in range(n):
+            for j in range(n):
+                if i == j and n > 1:
+                    continue  # the diagonal is left out of the relation (row i relates i to the others)
+                rows.append(
+                    {
+                        "role": role,
+                        "model": role_title(role),
+                        "row": i,
+                        "col": j,
+                        "value": float(rel.matrix[i, j]),
+                        "row_label": names[i],
+                        "col_label": names[j],
+                        "row_size": rel.sizes[i],
+                        "col_size": rel.sizes[j],
+                        "same_class": None if rel.labels is None else bool(rel.labels[i] == rel.labels[j]),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _index_axis(n: int, names: list[str], title: str | None) -> Any:
+    alt = _alt()
+    array = "[" + ",".join(repr(name) for name in names) + "]"
+    return alt.Axis(
+        values=[k + 0.5 for k in range(n)],
+        labelExpr=f"{array}[floor(datum.value)]",
+        title=title,
+        labelFontSize=9,
+        grid=False,
+        ticks=False,
+        labelOverlap=False,
+    )
+
+
+def relation_matrices_chart(
+    relations: dict[str, InstanceRelations],
+    class_names: dict[int, str] | list[str] | None = None,
+    highlight: int | None = None,
+    cell: int | None = None,
+) -> Any:
+    """Each model's relation matrix (row i: how instance i relates to the others), side by side on one square-root
+    colour scale, in the order of ``relations`` (instances ordered by class then size when the relations were
+    computed with labels), class blocks outlined, and a strip of the instances coloured by class on the left.
+    ``highlight``: an instance whose row is outlined in every matrix. ``cell``: the pixel size of a cell (default:
+    what keeps a matrix about 260 px wide). Selections: ``SELECT_PAIR`` (a cell), ``SELECT_INSTANCE`` (the strip)."""
+    alt = _alt()
+    roles = list(relations)
+    first = relations[roles[0]]
+    n = len(first.order)
+    names = _instance_labels(first, class_names)
+    side = (cell or max(10, min(28, 260 // max(n, 1)))) * max(n, 1)
+    data = relation_cells(relations, class_names)
+    peak = float(data["value"].max()) if len(data) else 1.0
+    scale = alt.Scale(type="sqrt", domain=[0, peak], scheme="viridis")
+    pair = alt.selection_point(name=SELECT_PAIR, fields=["role", "row", "col"], on="click", clear="dblclick")
+    x = alt.X("col:Q", scale=alt.Scale(domain=[0, n], nice=False, zero=True), axis=_index_axis(n, names, "relates to"))
+    y = alt.Y("row:Q", scale=alt.Scale(domain=[0, n], nice=False, reverse=True), axis=_index_axis(n, names, "instance"))
+    tooltip = [
+        alt.Tooltip("model:N"),
+        alt.Tooltip("row_label:N", title="instance (row)"),
+        alt.Tooltip("col_label:N", title="relates to (column)"),
+        alt.Tooltip("value:Q", format=".3f", title="A_ij"),
+        alt.Tooltip("same_class:N", title="same class"),
+    ]
+    blocks = pd.DataFrame([{"start": a, "end": b} for a, b in class_blocks(first.labels)], columns=["start", "end"])
+    panels = []
+    for role in roles:
+        frame = data[data["role"] == role]
+        cells = (
+            alt.Chart(frame)
+            .mark_rect(stroke="white", strokeWidth=0.3)
+            .encode(
+                x=x,
+                x2=alt.X2("col_end:Q"),
+                y=y,
+                y2=alt.Y2("row_end:Q"),
+                color=alt.Color("value:Q", scale=scale, title="A_ij (sqrt scale)"),
+                opacity=alt.condition(pair, alt.value(1.0), alt.value(0.55)),
+                tooltip=tooltip,
+            )
+            .transform_calculate(col_end="datum.col + 1", row_end="datum.row + 1")
+            .add_params(pair)
+        )
+        layers = [cells]
+        if len(blocks):
+            layers.append(
+                alt.Chart(blocks)
+                .mark_rect(fill=None, stroke="white", strokeWidth=2)
+                .encode(x="start:Q", x2="end:Q", y="start:Q", y2="end:Q")
+            )
+        if highlight is not None and 0 <= highlight < n:
+            layers.append(
+                alt.Chart(pd.DataFrame({"x": [0], "x2": [n], "y": [highlight], "y2": [highlight + 1]}))
+                .mark_rect(fill=None, stroke="#ffd700", strokeWidth=2.5)
+                .encode(x="x:Q", x2="x2:Q", y="y:Q", y2="y2:Q")
+            )
+        title = role_title(role) + (" (learned A)" if relations[role].source == "learned" else "")
+        panels.append(alt.layer(*layers).properties(width=side, height=side, title=title))
+    strip_data = pd.DataFrame(
+        {
+            "row": range(n),
+            "instance": names,
+            "class": [n_.split(" ")[1] if " " in n_ else "" for n_ in names],
+            "size": first.sizes,
+        }
+    )
+    pick = alt.selection_point(name=SELECT_INSTANCE, fields=["row"], on="click", clear="dblclick")
+    strip = (
+        alt.Chart(strip_data)
+        .mark_rect(stroke="white")
+        .encode(
+            x=alt.X("zero:Q", axis=None, scale=alt.Scale(domain=[0, 1])),
+            x2="one:Q",
+            y=y,
+            y2=alt.Y2("row_end:Q"),
+            color=alt.Color("class:N", scale=alt.Scale(scheme="tableau10"), title="class"),
+            opacity=alt.condition(pick, alt.value(1.0), alt.value(0.6)),
+            tooltip=["instance:N", "class:N", "size:N"],
+        )
+        .transform_calculate(zero="0", one="1", row_end="datum.row + 1")
+        .add_params(pick)
+        .properties(width=18, height=side, title="click")
+    )
+    with warnings.catch_warnings():
+        # one click selection over every matrix is what is wanted: Altair merges the panels' copies into one
+        warnings.filterwarnings("ignore", message="Automatically deduplicated selection parameter")
+        chart = alt.hconcat(strip, *panels, spacing=12)
+    return chart.resolve_scale(color="independent").configure_view(strokeWidth=0).configure_title(fontSize=12)
+
+
+def _image_url(image: Any, max_side: int = 320) -> str:
+    """The image as a PNG data URL (shrunk to ``max_side``), for Vega-Lite's image mark."""
+    from PIL import Image
+
+    array = (image_array(image) * 255).astype(np.uint8)
+    picture = Image.fromarray(array)
+    picture.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _grid_encoding(maps: AffinityMaps) -> tuple[Any, Any]:
+    alt = _alt()
+    gh, gw = maps.grid
+    x = alt.X("col:Q", scale=alt.Scale(domain=[0, gw], nice=False, zero=True), axis=None)
+    y = alt.Y("row:Q", scale=alt.Scale(domain=[0, gh], nice=False, reverse=True), axis=None)
+    return x, y
+
+
+def _image_layer(image: Any, maps: AffinityMaps) -> Any:
+    alt = _alt()
+    gh, gw = maps.grid
+    frame = pd.DataFrame({"url": [_image_url(image)], "x": [0], "x2": [gw], "y": [0], "y2": [gh]})
+    return (
+        alt.Chart(frame)
+        .mark_image(aspect=False)
+        .encode(
+            url="url:N",
+            x=alt.X("x:Q", scale=alt.Scale(domain=[0, gw], nice=False), axis=None),
+            x2="x2:Q",
+            y=alt.Y("y:Q", scale=alt.Scale(domain=[0, gh], nice=False, reverse=True), axis=None),
+            y2="y2:Q",
+        )
+    )
+
+
+def _cell_outline(maps: AffinityMaps, cell: tuple[int, int], color: str = "#ffd700") -> Any:
+    alt = _alt()
+    r, c = cell
+    return (
+        alt.Chart(pd.DataFrame({"x": [c], "x2": [c + 1], "y": [r], "y2": [r + 1]}))
+        .mark_rect(fill=None, stroke=color, strokeWidth=2.5)
+        .encode(x="x:Q", x2="x2:Q", y="y:Q", y2="y2:Q")
+    )
+
+
+def _panel_size(maps: AffinityMaps, width: int) -> tuple[int, int]:
+    gh, gw = maps.grid
+    return width, max(1, round(width * gh / gw))
+
+
+def pixel_picker_chart(image: Any, maps: AffinityMaps, cell: tuple[int, int], width: int = 260) -> Any:
+    """The image under a grid of the level's cells: click a cell (selection ``SELECT_PIXEL``) to see its relations;
+    the chosen ``cell`` (row, col) is outlined; the ground-truth boxes, when given to the analysis, are drawn."""
+    alt = _alt()
+    gh, gw = maps.grid
+    grid = pd.DataFrame([{"row": r, "col": c} for r in range(gh) for c in range(gw)])
+    x, y = _grid_encoding(maps)
+    pick = alt.selection_point(name=SELECT_PIXEL, fields=["row", "col"], on="click")
+    cells = (
+        alt.Chart(grid)
+        .mark_rect(fill="white", fillOpacity=0.0, stroke="white", strokeOpacity=0.08)
+        .encode(x=x, x2="col_end:Q", y=y, y2="row_end:Q", tooltip=["row:Q", "col:Q"])
+        .transform_calculate(col_end="datum.col + 1", row_end="datum.row + 1")
+        .add_params(pick)
+    )
+    layers = [_image_layer(image, maps), cells]
+    if len(maps.boxes):
+        layers.append(
+            alt.Chart(pd.DataFrame(maps.boxes, columns=["x", "y", "x2", "y2"]))
+            .mark_rect(fill=None, stroke="#00e5ff", strokeWidth=1)
+            .encode(x="x:Q", x2="x2:Q", y="y:Q", y2="y2:Q")
+        )
+    layers.append(_cell_outline(maps, cell))
+    w, h = _panel_size(maps, width)
+    return alt.layer(*layers).properties(width=w, height=h, title="click a cell").configure_view(strokeWidth=0)
+
+
+def affinity_cells(maps: AffinityMaps, cell: tuple[int, int]) -> pd.DataFrame:
+    """One row per (model, grid cell): the cosine ``affinity`` of the chosen ``cell`` with it, and ``difference``
+    to the teacher's (NaN without a teacher)."""
+    gh, gw = maps.grid
+    index = cell[0] * gw + cell[1]
+    teacher = maps.affinity.get("teacher")
+    parts = []
+    for role, matrix in maps.affinity.items():
+        row = matrix[index]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "role": role,
+                    "model": role_title(role),
+                    "row": np.repeat(np.arange(gh), gw),
+                    "col": np.tile(np.arange(gw), gh),
+                    "affinity": row,
+                    "difference": row - teacher[index] if teacher is not None else np.nan,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def pixel_affinity_chart(
+    image: Any, maps: AffinityMaps, cell: tuple[int, int], width: int = 200, opacity: float = 0.75
+) -> Any:
+    """For the chosen ``cell`` (row, col) of the grid: each model's affinity map over the image (cosine of the
+    channel-centred features, −1…1; viridis over the image) and, for each student, its map minus the teacher's
+    (red: relates more than the teacher does; blue: less)."""
+    alt = _alt()
+    data = affinity_cells(maps, cell)
+    x, y = _grid_encoding(maps)
+    w, h = _panel_size(maps, width)
+    value = alt.Scale(domain=[-1, 1], scheme="viridis")
+    spread = float(np.nanmax(np.abs(data["difference"]))) if data["difference"].notna().any() else 1.0
+    diverging = alt.Scale(domain=[-max(spread, 1e-3), max(spread, 1e-3)], scheme="redblue", reverse=True)
+    tooltip = [
+        "model:N",
+        "row:Q",
+        "col:Q",
+        alt.Tooltip("affinity:Q", format="+.3f"),
+        alt.Tooltip("difference:Q", format="+.3f", title="− teacher's"),
+    ]
+
+    def panel(frame: pd.DataFrame, field: str, scale: Any, title: str, legend: str) -> Any:
+        heat = (
+            alt.Chart(frame)
+            .mark_rect(opacity=opacity)
+            .encode(
+                x=x,
+                x2="col_end:Q",
+                y=y,
+                y2="row_end:Q",
+                color=alt.Color(f"{field}:Q", scale=scale, title=legend),
+                tooltip=tooltip,
+            )
+            .transform_calculate(col_end="datum.col + 1", row_end="datum.row + 1")
+        )
+        return alt.layer(_image_layer(image, maps), heat, _cell_outline(maps, cell, "#ff2d2d")).properties(
+            width=w, height=h, title=title
+        )
+
+    roles = list(maps.affinity)
+    top = [panel(data[data["role"] == r], "affinity", value, role_title(r), "affinity (cos)") for r in roles]
+    rows = [alt.hconcat(*top)]
+    students = [r for r in roles if r != "teacher"]
+    if "teacher" in maps.affinity and students:
+        bottom = [
+            panel(data[data["role"] == r], "difference", diverging, f"{role_title(r)} − teacher", "student − teacher")
+            for r in students
+        ]
+        rows.append(alt.hconcat(*bottom))
+    return (
+        alt.vconcat(*rows).resolve_scale(color="independent").configure_view(strokeWidth=0).configure_title(fontSize=12)
+    )
+
+
+def relation_metrics_chart(frame: pd.DataFrame, metric: str) -> Any:
+    """Bars of a split-wide relation metric per model (and size), mean over seeds with its 95 % interval where
+    there are several. ``frame``: :func:`drkd_viz.experiments.relation_report.relation_metric_frame`."""
+    alt = _alt()
+    data = frame[frame["metric"] == metric].copy()
+    models = list(dict.fromkeys(data["model"]))
+    data["model title"] = data["model"].map(role_title)
+    sizes = [s for s in ("small", "medium", "large", "all") if s in set(data["size"])]
+    base = alt.Chart(data).encode(
+        x=alt.X("size:N", sort=sizes, title=None),
+        xOffset=alt.XOffset("model title:N", sort=[role_title(m) for m in models]),
+        tooltip=[
+            alt.Tooltip("model title:N", title="model"),
+            "size:N",
+            "level:N",
+            alt.Tooltip("mean:Q", format=".3f"),
+            alt.Tooltip("ci_low:Q", format=".3f", title="95 % CI low"),
+            alt.Tooltip("ci_high:Q", format=".3f", title="95 % CI high"),
+            alt.Tooltip("seeds:Q"),
+        ],
+    )
+    title = {"auc": "Same-class AUC (0.5: no class information)", "row_l1": "Row L1 to the teacher (lower: closer)"}
+    bars = base.mark_bar().encode(
+        y=alt.Y("mean:Q", title=metric.replace("_", " ")),
+        color=alt.Color("model title:N", scale=_model_scale(models), title="model"),
+    )
+    whiskers = base.mark_rule(color="black").encode(y="ci_low:Q", y2="ci_high:Q")
+    layers = [bars, whiskers]
+    if metric == "auc":
+        layers.append(alt.Chart(pd.DataFrame({"y": [0.5]})).mark_rule(color="#888", strokeDash=[4, 3]).encode(y="y:Q"))
+    return alt.layer(*layers).properties(height=240, title=title.get(metric, metric))
+
+
+def controls_chart(frame: pd.DataFrame, metric: str = "AP") -> Any:
+    """The controlled study as one chart: each arm's gain over the baseline (paired by seed) with its 95 % interval,
+    grouped by what the arm keeps. ``frame``: :func:`drkd_viz.experiments.relation_report.controls_frame`."""
+    alt = _alt()
+    data = frame[frame["metric"] == metric].copy()
+    order = list(data["arm"])
+    base = alt.Chart(data).encode(
+        y=alt.Y("arm:N", sort=order, title=None),
+        tooltip=[
+            "arm:N",
+            "keeps:N",
+            alt.Tooltip("gain:Q", format="+.2f", title=f"Δ{metric} vs baseline"),
+            alt.Tooltip("ci_low:Q", format="+.2f", title="95 % CI low"),
+            alt.Tooltip("ci_high:Q", format="+.2f", title="95 % CI high"),
+            alt.Tooltip("seeds:Q"),
+        ],
+    )
+    bars = base.mark_bar().encode(
+        x=alt.X("gain:Q", title=f"{metric} gain over the baseline (points)"),
+        color=alt.Color(
+            "keeps:N",
+            title="the arm keeps",
+            scale=alt.Scale(
+                domain=["imitation", "relations", "both", "neither"],
+                range=["#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f"],
+            ),
+        ),
+    )
+    whiskers = base.mark_rule(color="black").encode(x="ci_low:Q", x2="ci_high:Q")
+    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="#888").encode(x="x:Q")
+    return (bars + whiskers + zero).properties(
+        height=alt.Step(22), title=f"What relations add: each arm's {metric} gain over the baseline"
+    )
