@@ -425,3 +425,66 @@ def test_a_drkd_run_without_the_papers_terms_is_shown_through_parameter_free_rel
     np.testing.assert_allclose(rel.matrix, expected, atol=1e-5)
     with pytest.raises(UserError, match="trained no graph-reasoning units"):
         graph_view(plain, image, "drkd", "P2")
+
+
+# ---- the relation views: pixel affinity, node purity, class-ordered matrices ----------------------------------
+def test_affinity_maps_share_one_grid_and_match_a_direct_computation(models, sample):
+    from drkd_viz.analysis.pixel import affinity_maps
+
+    _, image, boxes, _ = sample
+    maps = affinity_maps(models, image, "P3", boxes, cells=12)
+    gh, gw = maps.grid
+    assert max(gh, gw) == 12 and set(maps.affinity) == set(MODEL_ROLES)
+    for matrix in maps.affinity.values():
+        assert matrix.shape == (gh * gw, gh * gw)
+        np.testing.assert_allclose(matrix, matrix.T, atol=1e-6)
+        np.testing.assert_allclose(np.diag(matrix), 1.0, atol=1e-5)
+        assert matrix.min() >= -1 - 1e-6 and matrix.max() <= 1 + 1e-6
+    # along an independent path: the backbone's feature, cropped to the image, pooled, centred, cosine
+    feature, (h, w) = _padded_features(models.models["teacher"], image, "P3")
+    stride = level_stride("P3")
+    cropped = feature[0, :, : math.ceil(h / stride), : math.ceil(w / stride)]
+    pooled = torch.nn.functional.adaptive_avg_pool2d(cropped[None], (gh, gw))[0].flatten(1).T.double()
+    pooled = pooled - pooled.mean(0)
+    unit = pooled / pooled.norm(dim=1, keepdim=True)
+    np.testing.assert_allclose(maps.affinity["teacher"], (unit @ unit.T).numpy(), atol=1e-5)
+    # the boxes in cell units
+    scale = np.array([gw / image.shape[-1], gh / image.shape[-2]] * 2)
+    np.testing.assert_allclose(maps.boxes, boxes.numpy() * scale)
+    with pytest.raises(UserError, match="unknown FPN level"):
+        affinity_maps(models, image, "P9")
+
+
+def test_graph_view_residual_ratio_and_node_purity(models, sample, levels):
+    _, image, boxes, _ = sample
+    level = levels[0]
+    view = graph_view(models, image, "drkd", level, boxes)
+    unit = models.units["drkd"].pixel[level]
+    feature, (h, w) = _padded_features(models.models["drkd"], image, level)
+    stride = level_stride(level)
+    rows, cols = math.ceil(h / stride), math.ceil(w / stride)
+    with torch.no_grad():
+        residual = unit.parts(feature).residual[0, :, :rows, :cols]
+    assert view.residual_ratio == pytest.approx(float(residual.norm() / feature[0, :, :rows, :cols].norm()), rel=1e-4)
+    assert view.purity.shape == (view.nodes,) and ((view.purity >= 0) & (view.purity <= 1 + 1e-9)).all()
+    assert graph_view(models, image, "drkd", level).purity is None  # no boxes, no purity
+
+
+def test_class_ordered_and_anchored_relation_matrices(models, sample, dataset, levels):
+    index, image, boxes, areas = sample
+    _, _, labels = image_and_boxes(dataset, index)
+    level = levels[1]
+    rel = relation_matrices(models, image, boxes, level, areas, ["teacher", "drkd"], labels=labels, relation="anchored")
+    for r in rel.values():
+        assert r.source == "parameter-free"
+        assert (np.diff(r.labels) >= 0).all(), "by class"
+        for label in set(r.labels.tolist()):
+            assert (np.diff(r.areas[r.labels == label]) <= 0).all(), "then largest first"
+        np.testing.assert_array_equal(r.labels, labels.numpy()[r.order])
+        np.testing.assert_allclose(r.matrix.sum(1), 1.0, atol=1e-6)
+    learned = relation_matrices(models, image, boxes, level, areas, ["drkd"], labels=labels)["drkd"]
+    assert learned.source == "learned" and not np.allclose(learned.matrix, rel["drkd"].matrix)
+    with pytest.raises(UserError, match="choose 'learned' or 'anchored'"):
+        relation_matrices(models, image, boxes, level, relation="cosine")
+    with pytest.raises(UserError, match="labels given for"):
+        relation_matrices(models, image, boxes, level, labels=labels[:1])

@@ -201,7 +201,8 @@ def test_tables_show_empty_cells_as_a_dash():
         sys.path.pop(0)
     plain = pd.DataFrame({"model": ["a"], "AP": [0.5]})
     assert table_view(plain) is plain
-    frame = pd.DataFrame({"model": ["a", "b"], "ci": [0.123, None], "note": ["x", None]})
-    html = table_view(frame).to_html()
-    assert EMPTY_CELL in html and "None" not in html and "nan" not in html and "0.123" in html
-    assert "0.123000" not in html  # the digits the caller rounded to, not the Styler's six
+    frame = pd.DataFrame({"model": ["a", "b"], "ci": [0.123, None], "note": ["x", None], "AP": [0.5, 0.25]})
+    shown = table_view(frame)
+    assert shown["ci"].tolist() == ["0.123", EMPTY_CELL] and shown["note"].tolist() == ["x", EMPTY_CELL]
+    assert shown["AP"].tolist() == [0.5, 0.25]  # a full column keeps its numbers (and its sorting)
+    assert frame["ci"].isna().tolist() == [False, True]  # the caller's frame (the CSV) is untouched

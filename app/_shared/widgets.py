@@ -44,11 +44,16 @@ def _format_cell(value: Any) -> str:
 
 
 def table_view(frame):
-    """``frame`` for st.dataframe: empty cells read "—" (Streamlit would print "None"); the values underneath,
-    and so sorting and the CSV, are unchanged. Floats keep the digits the caller rounded them to."""
-    if not frame.isna().to_numpy().any():
+    """``frame`` for st.dataframe: in the columns that have empty cells, every cell as text with "—" for the empty
+    ones (Streamlit prints "None" for a missing value whatever a Styler says). Other columns, and the CSV download,
+    keep their values; floats keep the digits the caller rounded them to."""
+    empty = frame.isna()
+    if not empty.to_numpy().any():
         return frame
-    return frame.style.format(_format_cell)
+    shown = frame.copy()
+    for column in frame.columns[empty.any().to_numpy()]:
+        shown[column] = [_format_cell(value) for value in frame[column]]
+    return shown
 
 
 def show_table(frame, file_name: str, key: str, **kwargs: Any) -> None:

@@ -90,19 +90,22 @@ CHART_KEY = "instance_matrices_chart"
 
 def take_chart_pick() -> None:
     """A click on a matrix cell picks its row instance (and its column as the partner); one on the strip, the
-    instance: both land in the instance select box, so the two stay one choice."""
+    instance: both land in the instance select box, so the two stay one choice. Each selection keeps its last
+    point, so the one that changed is the click."""
     event = st.session_state.get(CHART_KEY)
     pair, single = rcharts.selected(event, rcharts.SELECT_PAIR), rcharts.selected(event, rcharts.SELECT_INSTANCE)
-    if pair is not None:
+    last_pair, last_single = st.session_state.get("instance_chart_last", (None, None))
+    if pair is not None and pair != last_pair:
         st.session_state["instance_pick"] = int(pair["row"])
         st.session_state["instance_partner"] = int(pair["col"])
-    elif single is not None:
+    elif single is not None and single != last_single:
         st.session_state["instance_pick"] = int(single["row"])
         st.session_state["instance_partner"] = None
+    st.session_state["instance_chart_last"] = (pair, single)
 
 
-if st.session_state.get("instance_pick") not in labels:
-    st.session_state["instance_pick"] = 0 if n else None
+if "instance_pick" not in st.session_state or st.session_state["instance_pick"] not in labels:
+    st.session_state["instance_pick"] = 0 if n else None  # start on the first instance (another image: its first)
 with left:
     highlight = st.selectbox("Highlight instance", list(labels), format_func=labels.get, key="instance_pick")
 partner = st.session_state.get("instance_partner")

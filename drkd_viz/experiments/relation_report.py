@@ -205,9 +205,15 @@ CONTROL_ARMS: dict[str, tuple[str, str]] = {
 def controls_frame(report: dict[str, Any]):
     """The controlled study's arms present in ``report``: one row per (arm, metric AP / APs) with the gain over the
     baseline paired by seed and its 95 % interval (``arm``, ``model``, ``keeps``, ``metric``, ``gain``, ``ci_low``,
-    ``ci_high``, ``seeds``), in points; empty when the report has none of them."""
+    ``ci_high``, ``seeds``), in points; empty when the report has no control arm (relation only, rotation,
+    shuffling: without them the imitation and DRKD bars alone answer nothing)."""
     import pandas as pd
 
+    from drkd_viz.distill.config import CONTROLS
+
+    columns = ["arm", "model", "keeps", "metric", "gain", "ci_low", "ci_high", "seeds"]
+    if not any(arm in report.get("models", {}) for arm in CONTROLS):
+        return pd.DataFrame(columns=columns)
     rows = []
     for model, (arm, keeps) in CONTROL_ARMS.items():
         entry = report.get("models", {}).get(model, {})
@@ -228,7 +234,6 @@ def controls_frame(report: dict[str, Any]):
                     "seeds": gain.get("n", 1),
                 }
             )
-    columns = ["arm", "model", "keeps", "metric", "gain", "ci_low", "ci_high", "seeds"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -117,25 +117,28 @@ def relation_matrices_chart(
     relations: dict[str, InstanceRelations],
     class_names: dict[int, str] | list[str] | None = None,
     highlight: int | None = None,
-    cell: int | None = None,
+    width: int = 480,
 ) -> Any:
     """Each model's relation matrix (row i: how instance i relates to the others), side by side on one square-root
     colour scale, in the order of ``relations`` (instances ordered by class then size when the relations were
     computed with labels), class blocks outlined, and a strip of the instances coloured by class on the left.
-    ``highlight``: an instance whose row is outlined in every matrix. ``cell``: the pixel size of a cell (default:
-    what keeps a matrix about 260 px wide). Selections: ``SELECT_PAIR`` (a cell), ``SELECT_INSTANCE`` (the strip)."""
+    ``highlight``: an instance whose row is outlined in every matrix. ``width``: what the matrices share (the
+    instance labels, the strip and the legend come on top). Selections: ``SELECT_PAIR`` (a cell),
+    ``SELECT_INSTANCE`` (the strip)."""
     alt = _alt()
     roles = list(relations)
     first = relations[roles[0]]
     n = len(first.order)
     names = _instance_labels(first, class_names)
-    side = (cell or max(10, min(28, 260 // max(n, 1)))) * max(n, 1)
+    side = max(120, min(260, width // len(roles)))
     data = relation_cells(relations, class_names)
     peak = float(data["value"].max()) if len(data) else 1.0
     scale = alt.Scale(type="sqrt", domain=[0, peak], scheme="viridis")
     pair = alt.selection_point(name=SELECT_PAIR, fields=["role", "row", "col"], on="click", clear="dblclick")
     x = alt.X("col:Q", scale=alt.Scale(domain=[0, n], nice=False, zero=True), axis=_index_axis(n, names, "relates to"))
-    y = alt.Y("row:Q", scale=alt.Scale(domain=[0, n], nice=False, reverse=True), axis=_index_axis(n, names, "instance"))
+    # the instance labels once, on the strip; the matrices share its rows
+    y_scale = alt.Scale(domain=[0, n], nice=False, reverse=True)
+    y = alt.Y("row:Q", scale=y_scale, axis=None)
     tooltip = [
         alt.Tooltip("model:N"),
         alt.Tooltip("row_label:N", title="instance (row)"),
@@ -149,7 +152,7 @@ def relation_matrices_chart(
         frame = data[data["role"] == role]
         cells = (
             alt.Chart(frame)
-            .mark_rect(stroke="white", strokeWidth=0.3)
+            .mark_rect()
             .encode(
                 x=x,
                 x2=alt.X2("col_end:Q"),
@@ -166,7 +169,7 @@ def relation_matrices_chart(
         if len(blocks):
             layers.append(
                 alt.Chart(blocks)
-                .mark_rect(fill=None, stroke="white", strokeWidth=2)
+                .mark_rect(fill=None, stroke="white", strokeWidth=2.5)
                 .encode(x="start:Q", x2="end:Q", y="start:Q", y2="end:Q")
             )
         if highlight is not None and 0 <= highlight < n:
@@ -177,12 +180,16 @@ def relation_matrices_chart(
             )
         title = role_title(role) + (" (learned A)" if relations[role].source == "learned" else "")
         panels.append(alt.layer(*layers).properties(width=side, height=side, title=title))
+    palette = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f"]
+    labels = first.labels if first.labels is not None else np.zeros(n, dtype=int)
     strip_data = pd.DataFrame(
         {
             "row": range(n),
             "instance": names,
-            "class": [n_.split(" ")[1] if " " in n_ else "" for n_ in names],
+            "class": [name.split(" ")[1] if name.count(" ") > 1 else "" for name in names],
             "size": first.sizes,
+            # the class's colour as data, not as a colour scale: the matrices keep the one colour legend
+            "fill": [palette[int(label) % len(palette)] for label in labels],
         }
     )
     pick = alt.selection_point(name=SELECT_INSTANCE, fields=["row"], on="click", clear="dblclick")
@@ -192,21 +199,21 @@ def relation_matrices_chart(
         .encode(
             x=alt.X("zero:Q", axis=None, scale=alt.Scale(domain=[0, 1])),
             x2="one:Q",
-            y=y,
+            y=alt.Y("row:Q", scale=y_scale, axis=_index_axis(n, names, "instance (click to pick)")),
             y2=alt.Y2("row_end:Q"),
-            color=alt.Color("class:N", scale=alt.Scale(scheme="tableau10"), title="class"),
-            opacity=alt.condition(pick, alt.value(1.0), alt.value(0.6)),
+            fill=alt.Fill("fill:N", scale=None),
+            opacity=alt.condition(pick, alt.value(1.0), alt.value(0.7)),
             tooltip=["instance:N", "class:N", "size:N"],
         )
         .transform_calculate(zero="0", one="1", row_end="datum.row + 1")
         .add_params(pick)
-        .properties(width=18, height=side, title="click")
+        .properties(width=14, height=side)
     )
     with warnings.catch_warnings():
         # one click selection over every matrix is what is wanted: Altair merges the panels' copies into one
         warnings.filterwarnings("ignore", message="Automatically deduplicated selection parameter")
-        chart = alt.hconcat(strip, *panels, spacing=12)
-    return chart.resolve_scale(color="independent").configure_view(strokeWidth=0).configure_title(fontSize=12)
+        chart = alt.hconcat(strip, *panels, spacing=8)
+    return chart.configure_view(strokeWidth=0).configure_title(fontSize=12)
 
 
 def _image_url(image: Any, max_side: int = 320) -> str:
@@ -374,9 +381,15 @@ def relation_metrics_chart(frame: pd.DataFrame, metric: str) -> Any:
     models = list(dict.fromkeys(data["model"]))
     data["model title"] = data["model"].map(role_title)
     sizes = [s for s in ("small", "medium", "large", "all") if s in set(data["size"])]
+    order = [role_title(m) for m in models]
+    # the AUC has one value per model (all sizes): bars per model; the agreement: per size, a bar per model
+    position = (
+        {"x": alt.X("size:N", sort=sizes, title=None), "xOffset": alt.XOffset("model title:N", sort=order)}
+        if len(sizes) > 1
+        else {"x": alt.X("model title:N", sort=order, title=None, axis=alt.Axis(labels=False))}
+    )
     base = alt.Chart(data).encode(
-        x=alt.X("size:N", sort=sizes, title=None),
-        xOffset=alt.XOffset("model title:N", sort=[role_title(m) for m in models]),
+        **position,
         tooltip=[
             alt.Tooltip("model title:N", title="model"),
             "size:N",
