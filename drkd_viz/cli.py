@@ -446,6 +446,15 @@ def main() -> None:
     except UserError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(2)
+    except OSError as exc:  # a path that cannot be read or written: which one and why, not a traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        typer.secho(
+            f"error: cannot use{where}: {exc.strerror or exc}. Check that the path is right, that its parent folder "
+            "exists (for an output) and that you may write there.",
+            err=True,
+            fg=typer.colors.RED,
+        )
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -131,3 +131,17 @@ def test_fit_units_checks_its_inputs_before_any_work(quick_runs, tmp_path):
         proc = subprocess.run([*base, *args], capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0 and message in proc.stderr + proc.stdout, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_an_output_path_that_cannot_be_written_is_one_clear_line(tmp_path):
+    """An output folder under a file (or anywhere the OS refuses) names the path and the reason, no traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = subprocess.run(
+        [sys.executable, "-m", "drkd_viz.cli", "data", "--out", str(blocker / "data"), "--preset", "quick", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "error: cannot use" in proc.stderr and "a-file" in proc.stderr and "Not a directory" in proc.stderr

@@ -78,6 +78,8 @@ def test_image_metrics_on_hand_made_matrices():
     frame = image_relation_metrics({"teacher": teacher, "baseline": student}).set_index("role")
     assert frame.loc["teacher", "auc"] == pytest.approx(1.0)  # same-class pairs always ranked above the others
     assert frame.loc["baseline", "auc"] == pytest.approx(0.5)  # a uniform row ranks nothing
+    assert frame.loc["baseline", "entropy"] == pytest.approx(1.0)  # uniform rows: the largest entropy
+    assert frame.loc["teacher", "entropy"] < 0.9
     l1 = np.abs(uniform - teacher.matrix).sum(1)
     assert frame.loc["baseline", "l1 small"] == pytest.approx(l1[[0, 1, 4]].mean())
     assert frame.loc["baseline", "l1 large"] == pytest.approx(l1[3])

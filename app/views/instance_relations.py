@@ -145,7 +145,8 @@ if n >= 2:
         widgets.show_table(per_image.round(3), f"relation_image_metrics_{level}.csv", "instance_image_metrics")
         st.caption(
             "AUC: how well the matrix ranks pairs of one class above pairs of two (0.5: no class information; "
-            "empty with one class only). Row L1 (0–2): a student's rows against the teacher's, by object size."
+            "empty with one class only). Entropy: of the rows, over its maximum (1: uniform rows that relate every "
+            "instance alike). Row L1 (0–2): a student's rows against the teacher's, by object size."
         )
     with m2:
         if highlight is not None:

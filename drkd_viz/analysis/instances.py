@@ -127,13 +127,18 @@ def relation_matrices(
 
 def image_relation_metrics(relations: dict[str, InstanceRelations]) -> pd.DataFrame:
     """What one image's matrices carry, per model: the same-class AUC of its instance pairs (needs the labels and
-    both kinds of pair; else NaN) and, for a student beside the teacher, the mean row L1 to the teacher's rows by
-    object size (``l1 all`` over every instance). One row per model: ``role``, ``auc``, ``l1 <size>``."""
+    both kinds of pair; else NaN), the rows' mean entropy over its maximum log(N − 1) (1: uniform rows that relate
+    every instance alike; NaN under 3 instances) and, for a student beside the teacher, the mean row L1 to the
+    teacher's rows by object size (``l1 all`` over every instance). One row per model: ``role``, ``auc``,
+    ``entropy``, ``l1 <size>``."""
     rows = []
     teacher = relations.get("teacher")
     for role, rel in relations.items():
-        row: dict[str, object] = {"role": role, "auc": float("nan")}
+        row: dict[str, object] = {"role": role, "auc": float("nan"), "entropy": float("nan")}
         n = len(rel.order)
+        if n > 2:
+            off = rel.matrix[~np.eye(n, dtype=bool)].reshape(n, n - 1).clip(KL_EPS, None)
+            row["entropy"] = float((-(off * np.log(off)).sum(1) / np.log(n - 1)).mean())
         if rel.labels is not None and n > 1:
             value = same_class_auc(
                 torch.as_tensor(rel.matrix), torch.zeros(n, dtype=torch.long), torch.as_tensor(rel.labels)
@@ -146,7 +151,7 @@ def image_relation_metrics(relations: dict[str, InstanceRelations]) -> pd.DataFr
                 row[f"l1 {size}"] = float(l1[sizes == size].mean()) if (sizes == size).any() else float("nan")
             row["l1 all"] = float(l1.mean())
         rows.append(row)
-    columns = ["role", "auc", "l1 small", "l1 medium", "l1 large", "l1 all"]
+    columns = ["role", "auc", "entropy", "l1 small", "l1 medium", "l1 large", "l1 all"]
     return pd.DataFrame(rows).reindex(columns=columns)
 
 
