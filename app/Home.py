@@ -8,7 +8,7 @@ navigation, which skips this file): widgets -> drkd_viz.analysis -> drkd_viz.viz
 from __future__ import annotations
 
 import streamlit as st
-from _shared import context
+from _shared import context, state
 
 from drkd_viz.errors import UserError
 
@@ -42,7 +42,7 @@ else:
         "Runs folder": [build],
     }
 navigation = st.navigation(pages)
-if ctx.report is not None and st.session_state.pop("open_overview", False):
+if ctx.report is not None and st.session_state.pop(state.OPEN_OVERVIEW, False):
     st.switch_page(overview)  # a build started on the Build page has just finished
 try:
     navigation.run()

@@ -14,6 +14,7 @@ import typer
 
 from drkd_viz.errors import UserError
 from drkd_viz.runs import RunFolder, RunsRoot, default_runs
+from drkd_viz.runs.root import REPORT_MARKDOWN
 
 
 # Typed choices: `--help` lists them, and a typo fails at once with the list.
@@ -341,7 +342,7 @@ def pipeline(
 
     out = out if out is not None else default_runs(preset.value)
     run_pipeline(preset.value, out, quiet=quiet, jobs=jobs, use_shipped=shipped)
-    report = RunsRoot(out).report_dir(preset.value) / "report.md"
+    report = RunsRoot(out).report_dir(preset.value) / REPORT_MARKDOWN
     typer.echo(report.read_text())
     typer.echo(f"report: {report} ({time.perf_counter() - started:.1f} s)")
 
@@ -374,8 +375,8 @@ def report(
 
     students = [parse_student(spec) for spec in student or []]
     report_from_runs(teacher, baseline, students, out, split=split.value, timed=timing, progress=not quiet)
-    typer.echo((out / "report.md").read_text())
-    typer.echo(f"report: {out / 'report.md'}; show it with: drkd-viz app --runs {out.resolve().parent.parent}")
+    typer.echo((out / REPORT_MARKDOWN).read_text())
+    typer.echo(f"report: {out / REPORT_MARKDOWN}; show it with: drkd-viz app --runs {out.resolve().parent.parent}")
 
 
 @app.command("app")
@@ -427,10 +428,10 @@ def demo(
     started = time.perf_counter()
     report = run_pipeline(preset.value, out, quiet=quiet)
     folder = RunsRoot(out).report_dir(preset.value)
-    typer.echo((folder / "report.md").read_text())
+    typer.echo((folder / REPORT_MARKDOWN).read_text())
     cached = all(info["status"] == "cached" for info in report["provenance"]["runs"].values())
     typer.echo(
-        f"report: {folder / 'report.md'} ({'all runs cached, ' if cached else ''}"
+        f"report: {folder / REPORT_MARKDOWN} ({'all runs cached, ' if cached else ''}"
         f"{time.perf_counter() - started:.1f} s); dataset sheet: {out / 'data' / 'datasheet.md'}"
     )
     if not app_:

@@ -17,6 +17,8 @@ import streamlit as st
 from drkd_viz.runs import runs_root
 from drkd_viz.runs.reports import ReportInfo, default_report, list_reports, read_report, replaced_runs
 
+from . import state
+
 
 @dataclass
 class Context:
@@ -46,16 +48,16 @@ def current() -> Context:
     if not reports:
         return ctx
     names = [r.preset for r in reports]
-    if "report_wanted" in st.session_state:  # set by the Build page; applied before the sidebar widget exists
-        st.session_state["report"] = st.session_state.pop("report_wanted")
-    preset = st.session_state.get("report")
+    if state.REPORT_WANTED in st.session_state:  # set by the Build page; applied before the sidebar widget exists
+        st.session_state[state.REPORT] = st.session_state.pop(state.REPORT_WANTED)
+    preset = st.session_state.get(state.REPORT)
     if preset not in names:
         preset = default_report(reports)
     info = reports[names.index(preset)]
     ctx.preset, ctx.stamp = preset, info.mtime
     ctx.report = cached_report(str(root), preset, info.mtime)
     seeds = ctx.report["seeds"]
-    seed = st.session_state.get("seed")
+    seed = st.session_state.get(state.SEED)
     ctx.seed = seed if seed in seeds else seeds[0]
     return ctx
 
@@ -72,13 +74,13 @@ def sidebar(ctx: Context) -> None:
             "Report",
             names,
             index=names.index(ctx.preset),
-            key="report",
+            key=state.REPORT,
             format_func=lambda p: f"{p} ({created[p][:16].replace('T', ' ')})",
             help="Reports of the presets built into this runs folder (RUNS/reports/<preset>/report.json).",
         )
         seeds = ctx.report["seeds"]
         if len(seeds) > 1:
-            st.selectbox("Seed (models shown)", seeds, index=seeds.index(ctx.seed), key="seed")
+            st.selectbox("Seed (models shown)", seeds, index=seeds.index(ctx.seed), key=state.SEED)
         replaced = replaced_runs(ctx.root, ctx.report)
         if replaced:
             st.warning(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import streamlit as st
-from _shared import context
+from _shared import context, state
 
 from drkd_viz.experiments.builds import (
     BUILD_PRESETS,
@@ -51,10 +51,10 @@ def draw_progress(build: Build) -> None:
     else:
         st.error(f"The build stopped (exit code {code}). The end of its log ({build.log}):")
         st.code(build.log_tail(), language="text")
-    if st.session_state.pop("watching_build", False):  # it ended while watched: redraw the whole app once
+    if st.session_state.pop(state.WATCHING_BUILD, False):  # it ended while watched: redraw the whole app once
         if code == 0:
-            st.session_state["report_wanted"] = build.preset  # picked in the sidebar on the next run
-            st.session_state["open_overview"] = True  # Home.py turns to the Overview once it is in the navigation
+            st.session_state[state.REPORT_WANTED] = build.preset  # picked in the sidebar on the next run
+            st.session_state[state.OPEN_OVERVIEW] = True  # Home.py turns to the Overview once it is in the navigation
         st.rerun(scope="app")
 
 
@@ -82,10 +82,10 @@ for column, preset in zip(columns, BUILD_PRESETS, strict=True):
             confirmed = st.checkbox("Move them and build", key=f"confirm_{preset}")
         if st.button(f"Build {preset}", key=f"build_{preset}", disabled=running or not confirmed, type="primary"):
             start_build(ctx.root, preset)
-            st.session_state["watching_build"] = True
+            st.session_state[state.WATCHING_BUILD] = True
             st.rerun()
 
 if build is not None:
     if running:
-        st.session_state["watching_build"] = True
+        st.session_state[state.WATCHING_BUILD] = True
     (live_progress if running else draw_progress)(build)

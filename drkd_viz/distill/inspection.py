@@ -81,7 +81,7 @@ class RelationUnits(nn.Module):
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, side: str = "student") -> RelationUnits:
         """Load the units from a finished DRKD run folder's final checkpoint."""
-        from drkd_viz.engine.checkpoint import latest_checkpoint, verify_checkpoint
+        from drkd_viz.engine.checkpoint import WEIGHTS_FILE, latest_checkpoint, verify_checkpoint
         from drkd_viz.engine.config import load_config
         from drkd_viz.models.weights import read_safetensors
         from drkd_viz.runs import RunFolder
@@ -99,7 +99,7 @@ class RelationUnits(nn.Module):
         if ckpt is None:
             raise UserError(f"{run} has no checkpoint yet")
         verify_checkpoint(ckpt, None)
-        state = read_safetensors(ckpt.path / "model.safetensors")
+        state = read_safetensors(ckpt.path / WEIGHTS_FILE)
         pixel_prefix, rel_prefix = f"pixel.{side}_units.", f"instance.{side}_relations."
         pixel, relations = {}, {}
         keys = {term.key for term in active_terms(settings)}  # units exist only for the terms that were trained

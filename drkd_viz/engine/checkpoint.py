@@ -29,6 +29,9 @@ from safetensors.torch import save_file
 from drkd_viz.errors import UserError
 from drkd_viz.utils.io import atomic_write_json
 
+WEIGHTS_FILE = "model.safetensors"  # a checkpoint's weights (what inference and inspection read)
+STATE_FILE = "state.pt"
+
 
 class CheckpointError(UserError):
     """A checkpoint that must not be used: corrupt, tampered with, or from another architecture."""
@@ -95,18 +98,18 @@ def save_checkpoint(
     tmp = folder / f".{_name(iteration)}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "model.safetensors"))
-    torch.save(state, tmp / "state.pt")
+    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS_FILE))
+    torch.save(state, tmp / STATE_FILE)
     meta = {
         "iteration": iteration,
         "final": final,
         "architecture": architecture_fingerprint(architecture),
         "architecture_description": architecture,
-        "sha256": {name: sha256_file(tmp / name) for name in ("model.safetensors", "state.pt")},
+        "sha256": {name: sha256_file(tmp / name) for name in (WEIGHTS_FILE, STATE_FILE)},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     atomic_write_json(tmp / "meta.json", meta)
-    for name in ("model.safetensors", "state.pt"):
+    for name in (WEIGHTS_FILE, STATE_FILE):
         fd = os.open(tmp / name, os.O_RDONLY)
         os.fsync(fd)
         os.close(fd)
@@ -173,17 +176,17 @@ def load_checkpoint(ckpt: Checkpoint, architecture: dict[str, Any] | None) -> tu
     verify_checkpoint(ckpt, architecture)
     from drkd_viz.models.weights import read_safetensors
 
-    weights = read_safetensors(ckpt.path / "model.safetensors")
+    weights = read_safetensors(ckpt.path / WEIGHTS_FILE)
     try:
-        state = torch.load(ckpt.path / "state.pt", map_location="cpu", weights_only=True)
+        state = torch.load(ckpt.path / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as exc:  # the safe loader refuses anything but tensors and plain containers
         raise CheckpointError(
-            f"cannot read {ckpt.path / 'state.pt'}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}. "
+            f"cannot read {ckpt.path / STATE_FILE}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}. "
             "It matches its checksum, so it was written this way: it is not a drkd_viz training state. "
             f"Remove {ckpt.path} to resume from the checkpoint before it, or train the run again."
         ) from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{ckpt.path / 'state.pt'} holds a {type(state).__name__}, not a training state")
+        raise CheckpointError(f"{ckpt.path / STATE_FILE} holds a {type(state).__name__}, not a training state")
     return weights, state
 
 

@@ -111,7 +111,7 @@ def read_run_config(run_dir: str | os.PathLike) -> RunConfig:
 
 def load_student(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, RunConfig]:
     """The trained detector of a run: its export if present, else the newest complete checkpoint."""
-    from drkd_viz.engine.checkpoint import latest_checkpoint, verify_checkpoint
+    from drkd_viz.engine.checkpoint import WEIGHTS_FILE, latest_checkpoint, verify_checkpoint
     from drkd_viz.models.weights import read_safetensors
 
     run = RunFolder(Path(run_dir))
@@ -127,7 +127,7 @@ def load_student(run_dir: str | os.PathLike, device: torch.device | str = "cpu")
         verify_checkpoint(ckpt, None)
         state = {
             k[len(STUDENT_PREFIX) :]: v
-            for k, v in read_safetensors(ckpt.path / "model.safetensors").items()
+            for k, v in read_safetensors(ckpt.path / WEIGHTS_FILE).items()
             if k.startswith(STUDENT_PREFIX)
         }
     try:

@@ -24,7 +24,7 @@ from drkd_viz.experiments.stats import paired_difference, summarize
 from drkd_viz.resources import configs_dir
 from drkd_viz.runs import RunFolder, RunsRoot, environment_info
 from drkd_viz.runs.reports import Report, training_seconds
-from drkd_viz.runs.root import REPORT_FILE
+from drkd_viz.runs.root import REPORT_FILE, REPORT_MARKDOWN
 from drkd_viz.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 COST_IMAGES = 24  # test images each model is timed on
@@ -522,6 +522,6 @@ def write_report(preset, jobs: list, runs: Path, wall_seconds: float) -> Report:
 def save_report(folder: Path, report: Report) -> None:
     """``folder/report.json``, its Markdown twin and its figures, each written atomically."""
     atomic_write_json(folder / REPORT_FILE, report)
-    atomic_write_text(folder / "report.md", markdown(report))
+    atomic_write_text(folder / REPORT_MARKDOWN, markdown(report))
     for name, data in figures(report).items():
         atomic_write_bytes(folder / name, data)

@@ -23,6 +23,7 @@ from drkd_viz.runs.folder import RunFolder
 
 NOT_RUNS = ("data", "reports", "report", "variants", "pretrain", ".stale")  # entries of a runs folder that are not runs
 REPORT_FILE = "report.json"
+REPORT_MARKDOWN = "report.md"  # the same report for people (beside REPORT_FILE)
 
 
 @dataclass(frozen=True)
