@@ -213,7 +213,7 @@ def main() -> None:
         print(json.dumps(step_times(args.family, args.steps, args.batch, data_root, args.only)))
         return
 
-    from drkd_viz.data.synthetic import generate_dataset
+    from drkd_viz.data.embedded import generate_dataset
 
     generate_dataset(data_root, preset="demo", seed=0, progress=False)
     teacher_cfg, student_cfg = _configs(args.family)

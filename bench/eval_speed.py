@@ -62,7 +62,7 @@ def main() -> None:
     gt = json.loads(args.coco.read_text())
     bench(f"real COCO ({args.coco.parent.name})", gt, perturbed_detections(gt, 0, false_per_image=60), args.repeats)
 
-    from drkd_viz.data.synthetic import generate_dataset
+    from drkd_viz.data.embedded import generate_dataset
 
     root = RunsRoot(args.runs / "demo").data
     generate_dataset(root, preset="demo", seed=0, progress=False)

@@ -99,7 +99,7 @@ def main() -> None:
         print(json.dumps(measure(json.loads(args.one), args.steps, args.batch, args.threads, data_root)))
         return
 
-    from drkd_viz.data.synthetic import generate_dataset
+    from drkd_viz.data.embedded import generate_dataset
 
     generate_dataset(data_root, preset="demo", seed=0, progress=False)
     import torch

@@ -99,11 +99,19 @@ def data(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Generate the embedded small-object shapes dataset in COCO format."""
-    from drkd_viz.data.synthetic import generate_dataset
+    from drkd_viz.data.embedded import generate_dataset
+    from drkd_viz.data.synthetic import GENERATOR_VERSION
+    from drkd_viz.shipped import reference_teacher
 
     started = time.perf_counter()
     stats = generate_dataset(
-        out, preset=preset.value, seed=seed, workers=workers or None, progress=not quiet, overwrite=overwrite
+        out,
+        preset=preset.value,
+        seed=seed,
+        workers=workers or None,
+        progress=not quiet,
+        overwrite=overwrite,
+        reference=reference_teacher(preset.value, GENERATOR_VERSION),
     )
     _print_stats_table(stats)
     typer.echo(

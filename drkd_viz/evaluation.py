@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from drkd_viz.data.statistics import MEDIUM_AREA, SMALL_AREA
 from drkd_viz.data.validation import read_json, validate_coco
 from drkd_viz.errors import DetectionsError
 from drkd_viz.utils.io import atomic_write_json
@@ -125,9 +126,9 @@ def validate_detections(detections: Any, gt: dict, source: str = "detections") -
 def _size_counts(boxes_and_areas: list[float]) -> dict[str, int]:
     a = np.asarray(boxes_and_areas, dtype=float)
     return {
-        "small": int((a < 32**2).sum()),
-        "medium": int(((a >= 32**2) & (a < 96**2)).sum()),
-        "large": int((a >= 96**2).sum()),
+        "small": int((a < SMALL_AREA).sum()),
+        "medium": int(((a >= SMALL_AREA) & (a < MEDIUM_AREA)).sum()),
+        "large": int((a >= MEDIUM_AREA).sum()),
     }
 
 

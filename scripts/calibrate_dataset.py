@@ -18,8 +18,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from drkd_viz.data.embedded import generate_dataset
 from drkd_viz.data.shapes import PATTERNS
-from drkd_viz.data.synthetic import SyntheticPreset, generate_dataset
+from drkd_viz.data.synthetic import SyntheticPreset
 from drkd_viz.engine.config import load_config
 from drkd_viz.runs import RunFolder
 from drkd_viz.utils.io import atomic_write_bytes, atomic_write_json

@@ -12,7 +12,7 @@ MINI_COCO = REPO / "tests" / "data" / "coco_mini"
 @pytest.fixture(scope="session")
 def quick_data(tmp_path_factory) -> Path:
     """The embedded dataset's quick preset, generated once per test session."""
-    from drkd_viz.data.synthetic import generate_dataset
+    from drkd_viz.data.embedded import generate_dataset
 
     root = tmp_path_factory.mktemp("data") / "quick"
     generate_dataset(root, preset="quick", seed=0, progress=False)

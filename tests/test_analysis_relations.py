@@ -26,7 +26,7 @@ from drkd_viz.analysis.models import (
 )
 from drkd_viz.analysis.models import test_split as open_test_split  # renamed: pytest would collect test_*
 from drkd_viz.analysis.pixel import box_mask, contrast_summary, energy_map, foreground_contrast, pixel_maps
-from drkd_viz.data.synthetic import size_bucket
+from drkd_viz.data.statistics import size_bucket
 from drkd_viz.distill.instance_relation import level_stride
 from drkd_viz.errors import UserError
 from drkd_viz.models.capture import fpn_features, transform_inputs

@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 from safetensors import safe_open
 
-from drkd_viz.data.synthetic import GENERATOR_VERSION, PRESETS, generate_dataset
+from drkd_viz.data.embedded import generate_dataset
+from drkd_viz.data.synthetic import GENERATOR_VERSION, PRESETS
 from drkd_viz.experiments.shipped import MAX_SHIPPED_BYTES, SHIPPED_DIR, check_metrics, sha256_of, shipped_models
 
 MODELS = shipped_models()

@@ -7,16 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from drkd_viz.data.synthetic import (
-    CLASSES,
-    MIN_VISIBLE_FRACTION,
-    PRESETS,
-    SPLITS,
-    dataset_statistics,
-    draw_image,
-    generate_dataset,
-    image_seed,
-)
+from drkd_viz.data.embedded import generate_dataset
+from drkd_viz.data.statistics import dataset_statistics
+from drkd_viz.data.synthetic import CLASSES, MIN_VISIBLE_FRACTION, PRESETS, SPLITS, draw_image, image_seed
 from drkd_viz.errors import UserError
 
 
@@ -75,7 +68,7 @@ def test_size_distribution_meets_coco_thresholds(preset, quick_data):
     if preset == "quick":
         coco = {s: json.loads((quick_data / s / "annotations.json").read_text()) for s in SPLITS}
     else:  # draw a deterministic sample of the demo preset without writing files
-        from drkd_viz.data.synthetic import _coco_dict
+        from drkd_viz.data.synthetic import coco_dict
 
         coco = {}
         for split in SPLITS:
@@ -91,7 +84,7 @@ def test_size_distribution_meets_coco_thresholds(preset, quick_data):
                         "objects": [vars(o) for o in drawn.objects],
                     }
                 )
-            coco[split] = _coco_dict(records, split, PRESETS[preset], 0)
+            coco[split] = coco_dict(records, split, PRESETS[preset], 0)
     stats = dataset_statistics(coco)
     for split in SPLITS:
         fractions = stats["splits"][split]["size_fractions"]
@@ -165,7 +158,7 @@ def test_a_dataset_from_an_older_generator_is_redrawn(tmp_path):
 
 
 def _drawn_coco(preset, split: str, count: int, seed: int = 0) -> dict:
-    from drkd_viz.data.synthetic import _coco_dict
+    from drkd_viz.data.synthetic import coco_dict
 
     records = []
     for i in range(count):
@@ -174,14 +167,14 @@ def _drawn_coco(preset, split: str, count: int, seed: int = 0) -> dict:
         records.append(
             {"index": i, "file_name": f"{i}.jpg", "height": h, "width": w, "objects": [vars(o) for o in drawn.objects]}
         )
-    return _coco_dict(records, split, preset, seed)
+    return coco_dict(records, split, preset, seed)
 
 
 @pytest.mark.parametrize("preset", ["quick", "demo"])
 def test_no_instance_hides_inside_a_sibling_of_its_class(preset):
     """Instances of a class share one style within an image, so two that overlap have no visible boundary:
     version 4 drew small stars on a big star (its image 4). No same-class pair may overlap at all."""
-    from drkd_viz.data.synthetic import _overlap_too_much, same_class_overlaps
+    from drkd_viz.data.statistics import _overlap_too_much, same_class_overlaps
 
     coco = _drawn_coco(PRESETS[preset], "train", 150)
     assert same_class_overlaps(coco) == {"instances": 0, "fraction": 0.0, "images": 0}
@@ -198,7 +191,7 @@ def test_no_instance_hides_inside_a_sibling_of_its_class(preset):
 
 
 def test_the_overlap_check_catches_a_small_instance_drawn_on_a_big_one():
-    from drkd_viz.data.synthetic import same_class_overlaps
+    from drkd_viz.data.statistics import same_class_overlaps
 
     coco = {
         "annotations": [
@@ -276,3 +269,23 @@ def test_every_calibration_variant_changes_one_knob_of_the_base():
         prints.add(fingerprint(variant, 0))
         draw_image(np.random.default_rng(image_seed(0, "val", 0)), variant)  # every variant draws
     assert len(prints) == len(module.VARIANTS)
+
+
+def test_the_datasheet_prints_the_reference_its_caller_gives(quick_data):
+    """The datasheet takes the strong teacher's numbers from its caller (the data layer imports nothing above it);
+    the shipped index answers for the demo preset of this generator version, and for nothing else."""
+    import json
+
+    from drkd_viz.data.datasheet import datasheet_markdown
+    from drkd_viz.data.synthetic import GENERATOR_VERSION
+    from drkd_viz.shipped import reference_teacher, shipped_models
+
+    stats = json.loads((quick_data / "stats.json").read_text())
+    assert "How hard it is" not in datasheet_markdown(stats)
+    reference = reference_teacher("demo", GENERATOR_VERSION)
+    shipped = next(m for m in shipped_models() if m.name == "demo-teacher")
+    assert reference is not None and reference["test"] == shipped.metrics["test"]
+    text = datasheet_markdown(stats, reference=reference)
+    assert "## How hard it is" in text and f"{100 * shipped.metrics['test']['AP']:.1f}" in text
+    assert shipped.file in text and shipped.command in text
+    assert reference_teacher("quick", GENERATOR_VERSION) is None and reference_teacher("demo", -1) is None

@@ -87,7 +87,7 @@ def _decode_upload(data: bytes, name: str) -> torch.Tensor:
 @st.cache_data(show_spinner=False, max_entries=8)
 def test_choices(root: str, preset: str, stamp: float) -> list[str]:
     """One label per test image: file name, objects, small objects."""
-    from drkd_viz.data.synthetic import size_bucket
+    from drkd_viz.data.statistics import size_bucket
 
     dataset = test_split(root, preset, stamp)
     labels = []

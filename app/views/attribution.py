@@ -10,7 +10,7 @@ from _shared import context, widgets
 
 from drkd_viz.analysis import attribution
 from drkd_viz.analysis.models import OPTIONAL_ROLES, ROLE_TITLES
-from drkd_viz.data.synthetic import size_bucket
+from drkd_viz.data.statistics import size_bucket
 from drkd_viz.errors import UserError
 from drkd_viz.viz import attribution as vattr
 

@@ -49,7 +49,7 @@ import pandas as pd
 from pycocotools import mask as mask_utils
 
 from drkd_viz.analysis.small_objects import detections_file, file_stamp, ground_truth_file
-from drkd_viz.data.synthetic import size_bucket
+from drkd_viz.data.statistics import size_bucket
 from drkd_viz.data.validation import read_json, validate_coco
 from drkd_viz.errors import UserError
 from drkd_viz.evaluation import AREA_NAMES, Matches, match_detections_by_area, validate_detections

@@ -33,7 +33,7 @@ from torchvision.models.detection.transform import resize_boxes
 
 from drkd_viz.analysis.models import ModelSet, image_and_boxes, instance_areas
 from drkd_viz.data.coco import CocoDetection
-from drkd_viz.data.synthetic import size_bucket
+from drkd_viz.data.statistics import size_bucket
 from drkd_viz.distill.instance_relation import boxes_to_rois, level_stride, pool_instances
 from drkd_viz.distill.relation_metrics import same_class_auc
 from drkd_viz.distill.relations import instance_relation

@@ -28,7 +28,7 @@ from torch import nn
 from torchvision.models.detection.transform import resize_boxes
 
 from drkd_viz.data.coco import CocoDetection
-from drkd_viz.data.synthetic import size_bucket
+from drkd_viz.data.statistics import size_bucket
 from drkd_viz.distill.instance_relation import boxes_to_rois, level_stride, pool_instances
 from drkd_viz.distill.relation_metrics import auc, row_agreement, same_class_pair_scores
 from drkd_viz.distill.relations import instance_relation

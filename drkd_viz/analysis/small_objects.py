@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from drkd_viz.analysis.models import run_dir
-from drkd_viz.data.synthetic import size_bucket
+from drkd_viz.data.statistics import size_bucket
 from drkd_viz.data.validation import read_json
 from drkd_viz.errors import UserError
 from drkd_viz.evaluation import AREA_NAMES, EvalResult, Matches, evaluate_detections, match_detections

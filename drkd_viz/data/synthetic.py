@@ -1,6 +1,7 @@
-"""The embedded default dataset: procedurally drawn shapes, rich in small objects, in COCO format.
+"""The embedded default dataset's drawing: procedurally drawn shapes, rich in small objects, in COCO format
+(presets, one image from its seed, the COCO records, the dataset's fingerprint).
 
-Layout written by :func:`generate_dataset`::
+Layout written by :func:`drkd_viz.data.embedded.generate_dataset`::
 
     OUT/
       datasheet.md            what the data is, how it was made, class list, counts, size histogram
@@ -21,12 +22,7 @@ import hashlib
 import io
 import json
 import math
-import os
-import shutil
-import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +37,9 @@ from drkd_viz.data.shapes import (
     sample_styles,
 )
 from drkd_viz.errors import UserError
-from drkd_viz.utils.io import atomic_write_json
 
 GENERATOR_VERSION = 5  # bump when drawing changes: cached datasets are then rebuilt
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-SMALL_AREA, MEDIUM_AREA = 32**2, 96**2  # COCO's thresholds on the annotation's area
 MIN_VISIBLE_FRACTION = 0.6  # objects more occluded than this are not drawn at all
 MAX_ROTATION = math.radians(30)  # shapes stay roughly upright: shape is what tells the classes apart
 MAX_PLACEMENT_OVERLAP = 0.3  # a new object may cover at most this fraction of an earlier one's box
@@ -234,7 +228,7 @@ def _covered(x0: int, y0: int, w: int, h: int, other: tuple) -> float:
     return ix * iy / (ow * oh)
 
 
-def _draw_and_save(job: tuple[int, str, int, SyntheticPreset, str]) -> dict:
+def draw_and_save(job: tuple[int, str, int, SyntheticPreset, str]) -> dict:
     seed, split, index, preset, images_dir = job
     drawn = draw_image(np.random.default_rng(image_seed(seed, split, index)), preset)
     file_name = f"{index + 1:06d}.jpg"
@@ -251,7 +245,7 @@ def _draw_and_save(job: tuple[int, str, int, SyntheticPreset, str]) -> dict:
     }
 
 
-def _coco_dict(records: list[dict], split: str, preset: SyntheticPreset, seed: int) -> dict:
+def coco_dict(records: list[dict], split: str, preset: SyntheticPreset, seed: int) -> dict:
     categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)]
     cat_ids = {c["name"]: c["id"] for c in categories}
     images, annotations = [], []
@@ -282,167 +276,3 @@ def fingerprint(preset: str | SyntheticPreset, seed: int) -> str:
     spec = resolve_preset(preset)
     settings = json.dumps(spec.settings(), sort_keys=True)
     return hashlib.sha256(f"{spec.name}:{seed}:{GENERATOR_VERSION}:{settings}".encode()).hexdigest()[:16]
-
-
-def is_complete(out_dir: Path, preset: str | SyntheticPreset, seed: int) -> bool:
-    stats_file = Path(out_dir) / "stats.json"
-    if not stats_file.is_file():
-        return False
-    try:
-        return json.loads(stats_file.read_text()).get("fingerprint") == fingerprint(preset, seed)
-    except json.JSONDecodeError:
-        return False
-
-
-def _older_version_of(out: Path, preset: str, seed: int) -> bool:
-    """True if ``out`` holds this (preset, seed) drawn by an older generator: safe to redraw."""
-    try:
-        stats = json.loads((out / "stats.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return (
-        stats.get("preset") == preset
-        and stats.get("seed") == seed
-        and stats.get("fingerprint") != fingerprint(preset, seed)
-    )
-
-
-def generate_dataset(
-    out_dir: str | os.PathLike,
-    preset: str | SyntheticPreset = "demo",
-    seed: int = 0,
-    workers: int | None = None,
-    progress: bool = True,
-    overwrite: bool = False,
-) -> dict:
-    """Write the embedded dataset to ``out_dir`` and return its statistics.
-
-    ``preset`` is a name of :data:`PRESETS` or a :class:`SyntheticPreset` (calibration variants). If
-    ``out_dir`` already holds the same (preset settings, seed, generator version), nothing is redrawn.
-    The dataset is built in a temporary sibling folder and moved into place at the end, so an
-    interrupted run never leaves a half-written dataset behind.
-    """
-    spec = resolve_preset(preset)
-    out = Path(out_dir)
-    if is_complete(out, spec, seed) and not overwrite:
-        return json.loads((out / "stats.json").read_text())
-    if out.exists() and any(out.iterdir()) and not overwrite and not _older_version_of(out, spec.name, seed):
-        raise UserError(
-            f"{out} exists and does not hold the {spec.name!r} dataset with seed {seed}; "
-            "choose another --out or pass --overwrite"
-        )
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    started = time.perf_counter()
-    jobs = []
-    for split in SPLITS:
-        (tmp / split / "images").mkdir(parents=True)
-        jobs += [(seed, split, i, spec, str(tmp / split / "images")) for i in range(spec.split_sizes[split])]
-
-    from tqdm.auto import tqdm
-
-    workers = workers or min(os.cpu_count() or 1, 8)
-    bar = tqdm(total=len(jobs), desc=f"drawing {spec.name} dataset", unit="img", disable=not progress)
-    results: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    if workers == 1:
-        for job in jobs:
-            results[job[1]].append(_draw_and_save(job))
-            bar.update()
-    else:
-        # spawn: never fork a process that may hold torch's thread pools
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            for job, rec in zip(jobs, pool.map(_draw_and_save, jobs, chunksize=16), strict=True):
-                results[job[1]].append(rec)
-                bar.update()
-    bar.close()
-
-    coco = {split: _coco_dict(results[split], split, spec, seed) for split in SPLITS}
-    for split in SPLITS:
-        atomic_write_json(tmp / split / "annotations.json", coco[split], indent=None)
-    stats = dataset_statistics(coco)
-    stats.update(
-        preset=spec.name,
-        seed=seed,
-        generator_version=GENERATOR_VERSION,
-        generator_settings=spec.settings(),
-        same_class_overlaps=same_class_overlaps(coco["test"]),
-        fingerprint=fingerprint(spec, seed),
-        generation_seconds=round(time.perf_counter() - started, 2),
-    )
-    from drkd_viz.data.datasheet import write_datasheet
-
-    write_datasheet(tmp, stats, coco, spec)
-    atomic_write_json(tmp / "stats.json", stats)  # written last: marks the folder complete
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return stats
-
-
-def size_bucket(area: float) -> str:
-    return "small" if area < SMALL_AREA else "medium" if area < MEDIUM_AREA else "large"
-
-
-def dataset_statistics(coco_by_split: dict[str, dict]) -> dict:
-    """Counts per split: images, instances, per class, per COCO size bucket, objects per image."""
-    stats: dict = {"classes": None, "splits": {}}
-    for split, coco in coco_by_split.items():
-        names = {c["id"]: c["name"] for c in coco["categories"]}
-        stats["classes"] = [c["name"] for c in coco["categories"]]
-        anns = [a for a in coco["annotations"] if not a.get("iscrowd", 0)]
-        per_image = np.bincount(
-            [a["image_id"] for a in anns], minlength=max([i["id"] for i in coco["images"]] + [0]) + 1
-        )
-        per_image = per_image[[i["id"] for i in coco["images"]]]
-        sizes = {"small": 0, "medium": 0, "large": 0}
-        for a in anns:
-            sizes[size_bucket(a["area"])] += 1
-        n = max(len(anns), 1)
-        stats["splits"][split] = {
-            "images": len(coco["images"]),
-            "instances": len(anns),
-            "per_class": {names[k]: sum(a["category_id"] == k for a in anns) for k in names},
-            "sizes": sizes,
-            "size_fractions": {k: round(v / n, 4) for k, v in sizes.items()},
-            "objects_per_image": {
-                "min": int(per_image.min()) if len(per_image) else 0,
-                "mean": round(float(per_image.mean()), 2) if len(per_image) else 0.0,
-                "max": int(per_image.max()) if len(per_image) else 0,
-            },
-            "sqrt_area_histogram": _sqrt_area_histogram(anns),
-        }
-    return stats
-
-
-HIST_EDGES = (0, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
-
-
-def _sqrt_area_histogram(anns: list[dict]) -> dict:
-    counts, _ = np.histogram([math.sqrt(a["area"]) for a in anns], bins=HIST_EDGES)
-    return {"edges": list(HIST_EDGES), "counts": counts.tolist()}
-
-
-def same_class_overlaps(coco: dict, iou: float = 0.3, inside: float = 0.8) -> dict:
-    """Instances that overlap another of their class in their image (IoU above ``iou``, or more than
-    ``inside`` of the smaller box within the other): drawn in one style, such an instance has no visible
-    boundary, so its box is label noise. Returns counts and the fraction of instances affected."""
-    boxes_by_key: dict[tuple[int, int], list[list[float]]] = {}
-    for ann in coco["annotations"]:
-        boxes_by_key.setdefault((ann["image_id"], ann["category_id"]), []).append(ann["bbox"])
-    affected, images = 0, set()
-    for (image_id, _), boxes in boxes_by_key.items():
-        for a, box in enumerate(boxes):
-            if any(_overlap_too_much(box, other, iou, inside) for b, other in enumerate(boxes) if b != a):
-                affected += 1
-                images.add(image_id)
-    total = max(len(coco["annotations"]), 1)
-    return {"instances": affected, "fraction": round(affected / total, 4), "images": len(images)}
-
-
-def _overlap_too_much(a: list[float], b: list[float], iou: float, inside: float) -> bool:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    area_a, area_b = a[2] * a[3], b[2] * b[3]
-    union = area_a + area_b - inter
-    return inter / max(union, 1e-9) > iou or inter / max(min(area_a, area_b), 1e-9) > inside

@@ -15,17 +15,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from drkd_viz.data.coco import CocoDetection, build_transforms, collate_detection
+from drkd_viz.data.embedded import generate_dataset, is_complete
+from drkd_viz.data.synthetic import GENERATOR_VERSION
 from drkd_viz.engine.config import DataConfig
 from drkd_viz.errors import UserError
+from drkd_viz.shipped import reference_teacher
 
 
 def ensure_embedded_data(cfg: DataConfig, progress: bool = True) -> None:
     """Generate the embedded dataset into ``cfg.root`` if the config names a preset and it is absent."""
-    if cfg.preset and cfg.root:
-        from drkd_viz.data.synthetic import generate_dataset, is_complete
-
-        if not is_complete(cfg.root, cfg.preset, cfg.dataset_seed):
-            generate_dataset(cfg.root, preset=cfg.preset, seed=cfg.dataset_seed, progress=progress)
+    if cfg.preset and cfg.root and not is_complete(cfg.root, cfg.preset, cfg.dataset_seed):
+        reference = reference_teacher(cfg.preset, GENERATOR_VERSION)  # how hard the data is, for its datasheet
+        generate_dataset(cfg.root, preset=cfg.preset, seed=cfg.dataset_seed, progress=progress, reference=reference)
 
 
 def open_split(cfg: DataConfig, split: str, train: bool) -> CocoDetection:

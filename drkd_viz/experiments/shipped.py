@@ -17,62 +17,26 @@ every version.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from drkd_viz.errors import UserError
+from drkd_viz.shipped import (  # the index (a leaf module); installing and shipping live here
+    CHECK_IMAGES,
+    MAX_SHIPPED_BYTES,
+    SHIPPED_DIR,
+    ShippedModel,
+    sha256_of,
+    shipped_models,
+)
 from drkd_viz.utils.io import atomic_write, atomic_write_json, atomic_write_text
-
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "shipped"
-MAX_SHIPPED_BYTES = 30 * 2**20
-CHECK_IMAGES = 40
 
 if TYPE_CHECKING:
     from drkd_viz.engine.config import DataConfig, RunConfig
-
-
-@dataclass
-class ShippedModel:
-    name: str
-    file: str  # relative to the manifest's folder
-    sha256: str
-    bytes: int
-    dtype: str
-    config_key: str  # the pipeline key of the run config below
-    seed: int
-    generator_version: int
-    config_yaml: str  # the run's resolved config.yaml
-    student_json: dict[str, Any]  # the run's export/student.json (architecture, classes)
-    command: str  # how to rebuild the file
-    metrics: dict[str, Any]  # {"test": {...}}: measured on the shipped weights
-    check: dict[str, Any]  # {"images": N, "metrics": {...}}: the first N test images, for the test
-
-    def path(self, folder: Path = SHIPPED_DIR) -> Path:
-        return folder / self.file
-
-
-def shipped_models(folder: Path = SHIPPED_DIR) -> list[ShippedModel]:
-    manifest = folder / "manifest.json"
-    if not manifest.is_file():
-        return []
-    return [ShippedModel(**entry) for entry in json.loads(manifest.read_text())["models"]]
-
-
-def find_shipped(config_key: str, folder: Path = SHIPPED_DIR) -> ShippedModel | None:
-    return next((m for m in shipped_models(folder) if m.config_key == config_key), None)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_shipped_state(model: ShippedModel, folder: Path = SHIPPED_DIR) -> dict[str, torch.Tensor]:
