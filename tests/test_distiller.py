@@ -399,7 +399,8 @@ def test_teacher_from_a_weights_file(quick_data, teacher_run):
 
 
 def test_inspection_api_for_teacher_drkd_and_baseline_students(quick_data, teacher_run, drkd_run):
-    from drkd_viz.distill.inspection import RelationUnits, inspect_image
+    from drkd_viz.analysis.models import load_relation_units
+    from drkd_viz.distill.inspection import inspect_image
     from drkd_viz.models.weights import load_exported_detector
 
     out, cfg = drkd_run
@@ -412,7 +413,7 @@ def test_inspection_api_for_teacher_drkd_and_baseline_students(quick_data, teach
     teacher, _ = load_exported_detector(teacher_dir)
     student, _ = load_exported_detector(out)
     baseline = build_detector(load_config(out / "config.yaml").model)  # an untrained stand-in for a baseline
-    t_units, s_units = RelationUnits.from_run(out, "teacher"), RelationUnits.from_run(out, "student")
+    t_units, s_units = load_relation_units(out, "teacher"), load_relation_units(out, "student")
     views = {
         "teacher": inspect_image(teacher, image, boxes, t_units),
         "drkd": inspect_image(student, image, boxes, s_units),
@@ -439,7 +440,7 @@ def test_inspection_api_for_teacher_drkd_and_baseline_students(quick_data, teach
     assert views["drkd"].units == views["baseline"].units
     assert not torch.equal(views["drkd"].levels[lv].relation, views["baseline"].levels[lv].relation)
     with pytest.raises(UserError, match="is not a DRKD run"):
-        RelationUnits.from_run(teacher_dir)
+        load_relation_units(teacher_dir)
 
 
 def test_pkd_method(quick_data, teacher_run, tmp_path):

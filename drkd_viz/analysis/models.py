@@ -177,6 +177,21 @@ class ModelSet:
         return inspect_image(self.models[role], image, boxes, self.units[role], levels)
 
 
+def load_relation_units(run_dir: str | os.PathLike, side: str = "student") -> RelationUnits:
+    """One side (``student`` or ``teacher``) of a finished DRKD run's trained relation units, from its config and
+    final checkpoint."""
+    from drkd_viz.engine.checkpoint import final_weights
+    from drkd_viz.engine.config import load_config
+
+    run = Path(run_dir)
+    folder = RunFolder(run)
+    settings = load_config(folder.config).distill
+    if settings is None or settings.method != "drkd":
+        method = settings.method if settings else "none"
+        raise UserError(f"{run} is not a DRKD run (distill.method is {method!r})")
+    return RelationUnits.from_state(final_weights(folder.checkpoints), settings, side, run.name)
+
+
 def load_model_set(runs: str | os.PathLike, seed: int = 0, report: dict[str, Any] | None = None) -> ModelSet:
     """Teacher, baseline and DRKD students of ``runs`` (and the feature-imitation and PKD students when present)
     with the DRKD run's relation units: the runs ``report`` names for ``seed`` when a report is given, else
@@ -198,8 +213,8 @@ def load_model_set(runs: str | os.PathLike, seed: int = 0, report: dict[str, Any
             models[role], _ = load_student(folder, "cpu")
         except UserError as exc:
             raise UserError(f"cannot load the {ROLE_TITLES[role]} from {folder}: {exc}; {_build_hint(runs)}") from None
-    teacher_units = RelationUnits.from_run(dirs["drkd"], side="teacher")
-    student_units = RelationUnits.from_run(dirs["drkd"], side="student")
+    teacher_units = load_relation_units(dirs["drkd"], side="teacher")
+    student_units = load_relation_units(dirs["drkd"], side="student")
     units = {role: teacher_units if role == "teacher" else student_units for role in dirs}
     levels = tuple(read_run_config(dirs["drkd"]).model.levels)
     return ModelSet(runs, seed, models, units, dirs, levels)

@@ -1,6 +1,6 @@
 """Inspection API: what the relation units see, for one image and one detector.
 
-    units = RelationUnits.from_run("runs/demo/drkd", side="student")   # the DRKD student's trained units
+    units = load_relation_units("runs/demo/drkd", side="student")   # drkd_viz.analysis.models: a run's trained units
     view = inspect_image(student, image, gt_boxes, units)
     view.levels["P2"].relation          # G(x) of the FPN feature
     view.levels["P2"].projection        # P: how strongly each pixel votes into each graph node
@@ -18,15 +18,13 @@ Which units go with which model, so comparisons are meaningful:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models.detection.transform import resize_boxes
 
-from drkd_viz.distill.config import active_terms
+from drkd_viz.distill.config import DistillConfig, active_terms
 from drkd_viz.distill.glore import GraphReasoningUnit
 from drkd_viz.distill.instance_relation import RelationModule, boxes_to_rois, level_stride, pool_instances
 from drkd_viz.errors import UserError
@@ -79,27 +77,14 @@ class RelationUnits(nn.Module):
         self.roi_size, self.description = roi_size, description
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike, side: str = "student") -> RelationUnits:
-        """Load the units from a finished DRKD run folder's final checkpoint."""
-        from drkd_viz.engine.checkpoint import WEIGHTS_FILE, latest_checkpoint, verify_checkpoint
-        from drkd_viz.engine.config import load_config
-        from drkd_viz.models.weights import read_safetensors
-        from drkd_viz.runs import RunFolder
-
+    def from_state(
+        cls, state: dict[str, torch.Tensor], settings: DistillConfig, side: str = "student", name: str = "a run"
+    ) -> RelationUnits:
+        """The ``side`` units of a DRKD run from its trained weights (``state``: the checkpoint's, distiller keys)
+        and its resolved ``distill`` settings (which terms, so which units, were trained). Reading the run folder
+        is the analysis layer's (:func:`drkd_viz.analysis.models.load_relation_units`)."""
         if side not in ("student", "teacher"):
             raise UserError(f"side must be 'student' or 'teacher', got {side!r}")
-        run = Path(run_dir)
-        folder = RunFolder(run)
-        cfg = load_config(folder.config)
-        settings = cfg.distill
-        if settings is None or settings.method != "drkd":
-            method = settings.method if settings else "none"
-            raise UserError(f"{run} is not a DRKD run (distill.method is {method!r})")
-        ckpt = latest_checkpoint(folder.checkpoints)
-        if ckpt is None:
-            raise UserError(f"{run} has no checkpoint yet")
-        verify_checkpoint(ckpt, None)
-        state = read_safetensors(ckpt.path / WEIGHTS_FILE)
         pixel_prefix, rel_prefix = f"pixel.{side}_units.", f"instance.{side}_relations."
         pixel, relations = {}, {}
         keys = {term.key for term in active_terms(settings)}  # units exist only for the terms that were trained
@@ -123,7 +108,7 @@ class RelationUnits(nn.Module):
                 {k[len(f"{rel_prefix}{lv}.") :]: v for k, v in state.items() if k.startswith(f"{rel_prefix}{lv}.")}
             )
             relations[lv] = module
-        return cls(pixel, relations, settings.roi_size, f"{side} units of {run.name}").eval()
+        return cls(pixel, relations, settings.roi_size, f"{side} units of {name}").eval()
 
 
 @torch.no_grad()

@@ -193,3 +193,15 @@ def load_checkpoint(ckpt: Checkpoint, architecture: dict[str, Any] | None) -> tu
 def latest_checkpoint(folder: Path) -> Checkpoint | None:
     found = list_checkpoints(folder)
     return found[-1] if found else None
+
+
+def final_weights(checkpoints: Path) -> dict[str, torch.Tensor]:
+    """The weights of the newest checkpoint in ``checkpoints`` (a run's final ones once it finished), after checking
+    its files against their recorded hashes."""
+    from drkd_viz.models.weights import read_safetensors
+
+    ckpt = latest_checkpoint(checkpoints)
+    if ckpt is None:
+        raise UserError(f"{checkpoints.parent} has no checkpoint yet")
+    verify_checkpoint(ckpt, None)
+    return read_safetensors(ckpt.path / WEIGHTS_FILE)
