@@ -14,8 +14,8 @@ from drkd_viz.errors import UserError
 from drkd_viz.evaluation import evaluate_detections
 from drkd_viz.experiments.pipeline import PRESETS, plan, run_pipeline
 from drkd_viz.experiments.report import read_val_record, val_appendix
-from drkd_viz.experiments.stats import paired_difference, summarize
 from drkd_viz.resources import configs_dir
+from drkd_viz.utils.stats import paired_difference, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 

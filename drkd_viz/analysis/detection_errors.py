@@ -53,7 +53,7 @@ from drkd_viz.data.statistics import size_bucket
 from drkd_viz.data.validation import read_json, validate_coco
 from drkd_viz.errors import UserError
 from drkd_viz.evaluation import AREA_NAMES, Matches, match_detections_by_area, validate_detections
-from drkd_viz.experiments.stats import paired_difference
+from drkd_viz.utils.stats import paired_difference
 
 ERROR_TYPES: tuple[str, ...] = ("cls", "loc", "both", "dupe", "bkg", "miss")  # TIDE's order
 SPECIAL_TYPES: tuple[str, ...] = ("false_positives", "false_negatives")
@@ -435,7 +435,7 @@ def error_table(
 def errors_for_report(gt: str | os.PathLike, detections: dict[str, dict[int, Path]]) -> dict[str, Any]:
     """The report's ``errors`` section from each model's detections files by seed: per model, size and error
     type the AP50 lost (mean over seeds) and the number of errors, and for every other model the paired
-    difference to the baseline's (a :class:`drkd_viz.experiments.stats.Summary` as JSON)."""
+    difference to the baseline's (a :class:`drkd_viz.utils.stats.Summary` as JSON)."""
     gt_data = read_json(gt, "ground-truth annotation file")
     rows = []
     for model, files in detections.items():

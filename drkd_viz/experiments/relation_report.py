@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drkd_viz.analysis.relation_metrics import relation_metrics
-from drkd_viz.experiments.stats import paired_difference
+from drkd_viz.utils.stats import paired_difference
 
 RELATION_IMAGES = 80  # test images with >= 3 instances the relation metrics are measured on
 SIZES = ("small", "medium", "large", "all")
@@ -271,7 +271,7 @@ def relation_metric_frame(report: dict[str, Any]):
     ``row_l1`` per size at the finest level. Empty when the report has none."""
     import pandas as pd
 
-    from drkd_viz.experiments.stats import summarize
+    from drkd_viz.utils.stats import summarize
 
     rel = report.get("relations") or {}
     rows = []

@@ -20,12 +20,12 @@ from drkd_viz.distill.config import ABLATIONS, CONTROLS
 from drkd_viz.engine.data import open_split
 from drkd_viz.evaluation import METRIC_KEYS
 from drkd_viz.experiments.relation_report import relation_bar, relation_lines, relation_section
-from drkd_viz.experiments.stats import paired_difference, summarize
 from drkd_viz.resources import configs_dir
 from drkd_viz.runs import RunFolder, RunsRoot, environment_info
 from drkd_viz.runs.reports import Report, training_seconds
 from drkd_viz.runs.root import REPORT_FILE, REPORT_MARKDOWN
 from drkd_viz.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from drkd_viz.utils.stats import paired_difference, summarize
 
 COST_IMAGES = 24  # test images each model is timed on
 COST_ROUNDS = 7  # timed passes over them (after one warm-up pass)

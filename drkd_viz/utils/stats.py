@@ -1,4 +1,4 @@
-"""Small-sample statistics for the report: mean, standard deviation and Student-t 95 % intervals."""
+"""Small-sample statistics (reports, analysis): mean, standard deviation and Student-t 95 % intervals."""
 
 from __future__ import annotations
 
