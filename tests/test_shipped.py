@@ -10,7 +10,8 @@ from safetensors import safe_open
 
 from drkd_viz.data.embedded import generate_dataset
 from drkd_viz.data.synthetic import GENERATOR_VERSION, PRESETS
-from drkd_viz.experiments.shipped import MAX_SHIPPED_BYTES, SHIPPED_DIR, check_metrics, sha256_of, shipped_models
+from drkd_viz.experiments.shipped import check_metrics
+from drkd_viz.shipped import MAX_SHIPPED_BYTES, SHIPPED_DIR, sha256_of, shipped_models
 
 MODELS = shipped_models()
 

@@ -32,6 +32,9 @@ from torch import nn
 from drkd_viz.data.coco import CocoDetection
 from drkd_viz.distill.inspection import Inspection, RelationUnits, inspect_image
 from drkd_viz.distill.instance_relation import level_stride
+from drkd_viz.engine.checkpoint import final_weights
+from drkd_viz.engine.config import load_config
+from drkd_viz.engine.inference import load_student, read_run_config
 from drkd_viz.errors import UserError
 from drkd_viz.models.capture import fpn_features, transform_inputs
 from drkd_viz.runs import RunFolder, RunsRoot, report_runs_of_seed, report_split_files, run_name
@@ -180,8 +183,6 @@ class ModelSet:
 def load_relation_units(run_dir: str | os.PathLike, side: str = "student") -> RelationUnits:
     """One side (``student`` or ``teacher``) of a finished DRKD run's trained relation units, from its config and
     final checkpoint."""
-    from drkd_viz.engine.checkpoint import final_weights
-    from drkd_viz.engine.config import load_config
 
     run = Path(run_dir)
     folder = RunFolder(run)
@@ -197,7 +198,6 @@ def load_model_set(runs: str | os.PathLike, seed: int = 0, report: dict[str, Any
     with the DRKD run's relation units: the runs ``report`` names for ``seed`` when a report is given, else
     those at the top of ``runs`` (``RUNS/<role>-s<seed>``). A missing or unfinished run is a UserError that says
     how to build it."""
-    from drkd_viz.engine.inference import load_student, read_run_config
 
     runs = Path(runs)
     dirs = {role: run_dir(runs, role, seed, report) for role in MODEL_ROLES}

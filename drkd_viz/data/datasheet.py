@@ -8,13 +8,12 @@ import numpy as np
 
 from drkd_viz.data.statistics import HIST_EDGES, MEDIUM_AREA, SMALL_AREA
 from drkd_viz.data.synthetic import MIN_VISIBLE_FRACTION, SAME_CLASS_GAP, SPLITS, SyntheticPreset, resolve_preset
-from drkd_viz.utils.figures import figure_png
+from drkd_viz.utils.figures import figure_png, new_figure
 from drkd_viz.utils.io import atomic_write_bytes, atomic_write_text
 
 
 def size_histogram_figure(stats: dict):
     """Bar chart of sqrt(object area) per split, with COCO's small / medium thresholds marked."""
-    from drkd_viz.utils.figures import new_figure
 
     edges = np.asarray(HIST_EDGES)
     fig = new_figure(7, 3.4)
@@ -39,8 +38,6 @@ def examples_figure(root: Path, coco: dict, count: int = 6):
     import matplotlib
     from matplotlib.patches import Rectangle
     from PIL import Image
-
-    from drkd_viz.utils.figures import new_figure
 
     names = {c["id"]: c["name"] for c in coco["categories"]}
     cols = 3

@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import save_file
 
 from drkd_viz.errors import UserError
+from drkd_viz.models.weights import read_safetensors
 from drkd_viz.utils.io import atomic_write_json
 
 WEIGHTS_FILE = "model.safetensors"  # a checkpoint's weights (what inference and inspection read)
@@ -174,7 +175,6 @@ def _describe(arch: dict[str, Any]) -> str:
 
 def load_checkpoint(ckpt: Checkpoint, architecture: dict[str, Any] | None) -> tuple[dict[str, torch.Tensor], dict]:
     verify_checkpoint(ckpt, architecture)
-    from drkd_viz.models.weights import read_safetensors
 
     weights = read_safetensors(ckpt.path / WEIGHTS_FILE)
     try:
@@ -198,7 +198,6 @@ def latest_checkpoint(folder: Path) -> Checkpoint | None:
 def final_weights(checkpoints: Path) -> dict[str, torch.Tensor]:
     """The weights of the newest checkpoint in ``checkpoints`` (a run's final ones once it finished), after checking
     its files against their recorded hashes."""
-    from drkd_viz.models.weights import read_safetensors
 
     ckpt = latest_checkpoint(checkpoints)
     if ckpt is None:

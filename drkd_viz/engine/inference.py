@@ -11,11 +11,15 @@ import torch
 from torch import nn
 
 from drkd_viz.data.coco import CocoDetection
+from drkd_viz.data.images import load_image
+from drkd_viz.engine.checkpoint import WEIGHTS_FILE, latest_checkpoint, verify_checkpoint
 from drkd_viz.engine.config import RunConfig, load_config
+from drkd_viz.engine.data import open_split
 from drkd_viz.engine.distributed import DistInfo, gather_objects
 from drkd_viz.errors import UserError
 from drkd_viz.evaluation import EvalResult, evaluate_detections, write_metrics
-from drkd_viz.models.factory import DetectorConfig, build_detector
+from drkd_viz.models.factory import RESNETS, DetectorConfig, build_detector
+from drkd_viz.models.weights import read_safetensors
 from drkd_viz.runs import EVAL_DETECTIONS, EVAL_METRICS, EXPORT_BUILDER, EXPORT_INFO, EXPORT_WEIGHTS, RunFolder
 from drkd_viz.utils.io import atomic_write_json, atomic_write_text
 
@@ -111,8 +115,6 @@ def read_run_config(run_dir: str | os.PathLike) -> RunConfig:
 
 def load_student(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, RunConfig]:
     """The trained detector of a run: its export if present, else the newest complete checkpoint."""
-    from drkd_viz.engine.checkpoint import WEIGHTS_FILE, latest_checkpoint, verify_checkpoint
-    from drkd_viz.models.weights import read_safetensors
 
     run = RunFolder(Path(run_dir))
     cfg = read_run_config(run_dir)
@@ -148,7 +150,6 @@ def evaluate_run(
     progress: bool = True,
     backend: str = "faster",
 ) -> EvalResult:
-    from drkd_viz.engine.data import open_split
 
     model, cfg = load_student(run_dir, device)
     dataset = open_split(cfg.data, split, train=False)
@@ -166,7 +167,6 @@ def evaluate_run(
 # ---- export ---------------------------------------------------------------------------------------------
 def torchvision_snippet(cfg: DetectorConfig) -> str:
     """Python that builds this detector with torchvision alone (no drkd_viz), to load the export into."""
-    from drkd_viz.models.factory import RESNETS
 
     n_levels = len(cfg.levels)
     sizes = cfg.resolved_anchor_sizes()
@@ -280,8 +280,6 @@ def predict_images(
     """Detect objects on image files; write ``<stem>.json`` (detections) and ``<stem>.png`` (overlay)."""
     from PIL import ImageDraw
     from torchvision.transforms.v2 import functional as TF
-
-    from drkd_viz.data.images import load_image
 
     run = RunFolder(Path(run_dir))
     missing = [str(p) for p in images if not Path(p).is_file()]

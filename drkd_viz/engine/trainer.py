@@ -23,7 +23,7 @@ from drkd_viz.distill.diagnostics import step_gradient_report, term_gradients
 from drkd_viz.distill.distiller import build_objective
 from drkd_viz.distill.objective import Objective
 from drkd_viz.engine import checkpoint as ckpt_io
-from drkd_viz.engine.config import OptimConfig, RunConfig, dump_config
+from drkd_viz.engine.config import OptimConfig, RunConfig, dump_config, load_config
 from drkd_viz.engine.data import IterationBatches, ensure_embedded_data, open_split, training_loader
 from drkd_viz.engine.distributed import DistInfo, barrier, broadcast_object, gather_objects, init_distributed, shutdown
 from drkd_viz.engine.inference import class_table, evaluate_model, export_student, to_device
@@ -74,14 +74,11 @@ def _prepare_run_folder(run: RunFolder, cfg: RunConfig, resume: bool, info: Dist
                 f"{run.path} already holds a run (status: {status}); pass --resume to continue it, "
                 "or choose another --out"
             )
-        elif resume and run.config.is_file():
-            from drkd_viz.engine.config import load_config
-
-            if architecture(load_config(run.config)) != architecture(cfg):
-                problem = (
-                    f"--resume: the config differs from the one {run.path} was started with "
-                    f"(model or distill section); resume with {run.config}"
-                )
+        elif resume and run.config.is_file() and architecture(load_config(run.config)) != architecture(cfg):
+            problem = (
+                f"--resume: the config differs from the one {run.path} was started with "
+                f"(model or distill section); resume with {run.config}"
+            )
         if problem is None:
             run.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run.config, dump_config(cfg))

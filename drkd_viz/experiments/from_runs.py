@@ -22,7 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drkd_viz.engine.config import RunConfig
+from drkd_viz.engine.data import open_split
+from drkd_viz.engine.inference import evaluate_run, read_run_config
 from drkd_viz.errors import UserError
+from drkd_viz.experiments.relation_report import relation_section
+from drkd_viz.experiments.report import COST_IMAGES, collect, error_section, model_costs, save_report
 from drkd_viz.runs import RunFolder, RunsRoot, environment_info
 from drkd_viz.runs.reports import PLAIN_NAME, Report  # model and report names become folder names and table rows
 
@@ -53,7 +57,6 @@ def _check_name(name: str, what: str) -> None:
 
 
 def _open(method: str, folder: Path, root: Path) -> NamedRun:
-    from drkd_viz.engine.inference import read_run_config
 
     path = Path(folder).resolve()
     if not path.is_relative_to(root):
@@ -121,10 +124,6 @@ def report_from_runs(
 ) -> Report:
     """Evaluate what is missing, then write ``out/report.{json,md}`` and its figures; returns the report dict.
     ``out`` is ``RUNS/reports/NAME``; see the module's docstring for what the runs must share."""
-    from drkd_viz.engine.data import open_split
-    from drkd_viz.engine.inference import evaluate_run
-    from drkd_viz.experiments.relation_report import relation_section
-    from drkd_viz.experiments.report import COST_IMAGES, collect, error_section, model_costs, save_report
 
     started = time.time()
     out = Path(out).resolve()

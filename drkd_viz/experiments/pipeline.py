@@ -22,12 +22,21 @@ from typing import Any
 
 import yaml
 
-from drkd_viz.distill.config import ABLATIONS, CONTROLS, PAPER_TERM_WEIGHTS
+from drkd_viz.data.synthetic import GENERATOR_VERSION, fingerprint
+from drkd_viz.distill.config import ABLATIONS, CONTROLS, PAPER_TERM_WEIGHTS, active_terms
+from drkd_viz.distill.fitted_units import unit_fit
 from drkd_viz.engine.config import RunConfig, dump_config, load_config, merge_sections
-from drkd_viz.engine.pretrain import PretrainConfig
+from drkd_viz.engine.data import ensure_embedded_data
+from drkd_viz.engine.fit_units import fit_teacher_units
+from drkd_viz.engine.inference import evaluate_run
+from drkd_viz.engine.pretrain import PretrainConfig, pretrain_backbone
+from drkd_viz.engine.trainer import train
 from drkd_viz.errors import UserError
+from drkd_viz.experiments.report import write_report
+from drkd_viz.experiments.shipped import install
 from drkd_viz.resources import configs_dir
 from drkd_viz.runs import RunFolder, RunsRoot, run_name, stale_place
+from drkd_viz.shipped import find_shipped
 
 IMITATIONS = ("feature_imitation", "pkd")  # the feature-distillation methods DRKD is compared with
 # trained on every seed of a preset (ablations on ablation_seeds); the controls' arms are compared too
@@ -171,7 +180,6 @@ def config_key(cfg: RunConfig, runs: Path) -> str:
     """A hash of what determines a run's result (the resolved config and, for the embedded dataset, the
     generator version); paths are taken relative to the runs folder, so moving the whole folder keeps
     every run cached."""
-    from drkd_viz.data.synthetic import GENERATOR_VERSION
 
     # RESULT_NEUTRAL settings change what is logged, not what is learned
     text = dump_config(cfg, leave_out=RESULT_NEUTRAL).replace(str(runs.resolve()), "<RUNS>")
@@ -188,7 +196,6 @@ def pretrained_weights(preset: PipelinePreset, runs: Path, backbone: str, datase
     """Where a preset's pre-trained ``backbone`` lives: the name hashes what determines it (its config,
     and the dataset preset, seed and generator version it was trained on), so a change makes a new file
     and every run initialised from it stale."""
-    from drkd_viz.data.synthetic import fingerprint
 
     cfg = json.dumps(asdict(pretrain_config(preset, backbone)), sort_keys=True)
     key = hashlib.sha256(f"{cfg} {fingerprint(preset.dataset, dataset_seed)}".encode()).hexdigest()[:12]
@@ -199,10 +206,6 @@ def ensure_prepared(jobs: list[Job], quiet: bool) -> None:
     """Pre-train every backbone that these jobs start from, and fit the teacher graph units a job's L_PR asks for
     (``pr_teacher_units: fitted``), where not there yet (call it for jobs still to train, after their teacher;
     before students run in parallel, so that two workers never write the same file)."""
-    from drkd_viz.distill.config import active_terms
-    from drkd_viz.distill.fitted_units import unit_fit
-    from drkd_viz.engine.fit_units import fit_teacher_units
-    from drkd_viz.engine.pretrain import pretrain_backbone
 
     for job in jobs:
         settings = job.config.distill
@@ -318,8 +321,6 @@ def ensure_run(
     unfinished run resumes, ``install`` (a shipped teacher) replaces training when given, and ``prepare`` runs
     before training (the backbone's pre-training). Returns what it did: cached | shipped | resumed | trained |
     evaluated."""
-    from drkd_viz.engine.inference import evaluate_run
-    from drkd_viz.engine.trainer import train
 
     state = run_state(folder, key, split)
     if state == "finished":
@@ -348,7 +349,6 @@ def ensure_run(
 
 def run_job(job: Job, quiet: bool, use_shipped: bool = True) -> None:
     """Train (or resume, or install from the package's shipped weights) and evaluate one run on test."""
-    from drkd_viz.experiments.shipped import find_shipped, install
 
     shipped = find_shipped(job.key) if use_shipped and job.kind == "teacher" else None
     job.status = ensure_run(
@@ -403,9 +403,6 @@ def run_pipeline(
     only on its config (its thread count included), not on how many run beside it. ``use_shipped``: a
     teacher whose config matches a model shipped with the package is installed from it, not trained."""
     from tqdm.auto import tqdm
-
-    from drkd_viz.engine.data import ensure_embedded_data
-    from drkd_viz.experiments.report import write_report
 
     if preset_name not in PRESETS:
         raise UserError(f"unknown pipeline preset {preset_name!r}; choose one of {sorted(PRESETS)}")

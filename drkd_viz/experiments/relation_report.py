@@ -20,7 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 from drkd_viz.analysis.relation_metrics import relation_metrics
-from drkd_viz.utils.stats import paired_difference
+from drkd_viz.distill.config import CONTROLS
+from drkd_viz.engine.inference import load_student
+from drkd_viz.utils.stats import paired_difference, summarize
 
 RELATION_IMAGES = 80  # test images with >= 3 instances the relation metrics are measured on
 SIZES = ("small", "medium", "large", "all")
@@ -34,7 +36,6 @@ def _mean(values: list[float | None]) -> float | None:
 def relation_section(jobs: list, dataset: Any, levels: list[str], progress: bool = False) -> dict[str, Any]:
     """The relation metrics of every run of ``jobs`` (teacher, students over seeds) on ``dataset``, by model: AUC per
     level and agreement per level and size, each per seed and averaged."""
-    from drkd_viz.engine.inference import load_student
 
     teacher_job = next(j for j in jobs if j.method == "teacher")
     teacher, _ = load_student(teacher_job.folder, "cpu")
@@ -209,8 +210,6 @@ def controls_frame(report: dict[str, Any]):
     shuffling: without them the imitation and DRKD bars alone answer nothing)."""
     import pandas as pd
 
-    from drkd_viz.distill.config import CONTROLS
-
     columns = ["arm", "model", "keeps", "metric", "gain", "ci_low", "ci_high", "seeds"]
     if not any(arm in report.get("models", {}) for arm in CONTROLS):
         return pd.DataFrame(columns=columns)
@@ -270,8 +269,6 @@ def relation_metric_frame(report: dict[str, Any]):
     95 % interval (``ci_low``, ``ci_high``; None with one seed), ``seeds``. ``auc`` is per level (size "all"),
     ``row_l1`` per size at the finest level. Empty when the report has none."""
     import pandas as pd
-
-    from drkd_viz.utils.stats import summarize
 
     rel = report.get("relations") or {}
     rows = []

@@ -18,12 +18,15 @@ import torch
 from drkd_viz.analysis.detection_errors import errors_for_report
 from drkd_viz.distill.config import ABLATIONS, CONTROLS
 from drkd_viz.engine.data import open_split
+from drkd_viz.engine.inference import load_student
 from drkd_viz.evaluation import METRIC_KEYS
 from drkd_viz.experiments.relation_report import relation_bar, relation_lines, relation_section
+from drkd_viz.models.factory import count_parameters
 from drkd_viz.resources import configs_dir
 from drkd_viz.runs import RunFolder, RunsRoot, environment_info
 from drkd_viz.runs.reports import Report, training_seconds
 from drkd_viz.runs.root import REPORT_FILE, REPORT_MARKDOWN
+from drkd_viz.utils.figures import figure_png, new_figure
 from drkd_viz.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from drkd_viz.utils.stats import paired_difference, summarize
 
@@ -49,9 +52,6 @@ def model_costs(
     and a spell that spoils one round of one image is dropped by the best-of-rounds. ``timed=False``: parameters
     and FLOPs only (timing a COCO-sized detector on a CPU takes long)."""
     from torch.utils.flop_counter import FlopCounterMode
-
-    from drkd_viz.engine.inference import load_student
-    from drkd_viz.models.factory import count_parameters
 
     models = {role: load_student(folder, "cpu")[0] for role, folder in run_dirs.items()}
     roles = list(models)
@@ -390,7 +390,6 @@ def _pct(value: float | None) -> str:
 
 
 def figures(report: dict) -> dict[str, bytes]:
-    from drkd_viz.utils.figures import figure_png, new_figure
 
     out = {}
     models, split = report["models"], report.get("split", "test")

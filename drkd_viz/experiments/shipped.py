@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from drkd_viz.data.synthetic import GENERATOR_VERSION
+from drkd_viz.engine.config import DataConfig, dump_config, load_config
+from drkd_viz.engine.data import open_split
+from drkd_viz.engine.inference import evaluate_model, torchvision_snippet
 from drkd_viz.errors import UserError
+from drkd_viz.models.factory import DetectorConfig, build_detector
+from drkd_viz.models.weights import read_safetensors
+from drkd_viz.runs import RunFolder, environment_info, now
 from drkd_viz.shipped import (  # the index (a leaf module); installing and shipping live here
     CHECK_IMAGES,
     MAX_SHIPPED_BYTES,
@@ -41,7 +48,6 @@ if TYPE_CHECKING:
 
 def load_shipped_state(model: ShippedModel, folder: Path = SHIPPED_DIR) -> dict[str, torch.Tensor]:
     """The shipped weights in fp32, after checking the file's sha256 against the manifest."""
-    from drkd_viz.models.weights import read_safetensors
 
     path = model.path(folder)
     if not path.is_file():
@@ -55,11 +61,6 @@ def install(model: ShippedModel, run_dir: Path, cfg: RunConfig, folder: Path = S
     """Write a finished run folder (config, export, manifest) holding the shipped model; ``cfg`` is the
     pipeline job's config (its paths point into this runs folder)."""
     from safetensors.torch import save
-
-    from drkd_viz.engine.config import dump_config
-    from drkd_viz.engine.inference import torchvision_snippet
-    from drkd_viz.models.factory import DetectorConfig
-    from drkd_viz.runs import RunFolder, environment_info, now
 
     state = load_shipped_state(model, folder)
     run = RunFolder(run_dir)
@@ -92,10 +93,6 @@ def _evaluate_state(
 ) -> dict:
     import tempfile
 
-    from drkd_viz.engine.data import open_split
-    from drkd_viz.engine.inference import evaluate_model
-    from drkd_viz.models.factory import DetectorConfig, build_detector
-
     model = build_detector(DetectorConfig(**detector))
     model.load_state_dict(state)
     dataset = open_split(replace(data, max_eval_images=max_images), split, train=False)
@@ -107,7 +104,6 @@ def _evaluate_state(
 def check_metrics(model: ShippedModel, data_root: Path, folder: Path = SHIPPED_DIR) -> dict:
     """The shipped model's metrics on the first ``model.check['images']`` test images of the embedded
     dataset in ``data_root``."""
-    from drkd_viz.engine.config import DataConfig
 
     state = load_shipped_state(model, folder)
     data = DataConfig(root=str(data_root))
@@ -118,11 +114,6 @@ def ship(run_dir: Path, name: str, config_key: str, command: str, folder: Path =
     """Add (or replace) ``name`` in the manifest: the run's exported weights as fp16, with their metrics
     measured on those fp16 weights."""
     from safetensors.torch import save
-
-    from drkd_viz.data.synthetic import GENERATOR_VERSION
-    from drkd_viz.engine.config import load_config
-    from drkd_viz.models.weights import read_safetensors
-    from drkd_viz.runs import RunFolder
 
     run_dir = Path(run_dir)
     run = RunFolder(run_dir)
@@ -168,7 +159,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--command", required=True, help="the command that rebuilds the run")
     args = parser.parse_args(argv)
-    from drkd_viz.runs import RunFolder
 
     key = RunFolder(args.run).marked_key()
     if key is None:

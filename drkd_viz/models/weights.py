@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from drkd_viz.errors import WeightsError
-from drkd_viz.models.factory import DetectorConfig
+from drkd_viz.models.factory import DetectorConfig, build_detector
+from drkd_viz.runs import EXPORT_INFO, EXPORT_WEIGHTS, RunFolder
 
 MAX_LISTED = 8
 
@@ -149,9 +150,6 @@ def load_exported_detector(folder: str | os.PathLike) -> tuple[nn.Module, Detect
     """A trained detector from a run folder (or its ``export/``): ``student.json`` says how to build it,
     ``student.safetensors`` holds its weights."""
     import json
-
-    from drkd_viz.models.factory import build_detector
-    from drkd_viz.runs import EXPORT_INFO, EXPORT_WEIGHTS, RunFolder
 
     folder = Path(folder)
     run = RunFolder(folder)

@@ -12,6 +12,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from drkd_viz.analysis.detection_errors import ERROR_LABELS, ErrorBreakdown
+from drkd_viz.analysis.models import image_and_boxes
 from drkd_viz.data.coco import CocoDetection
 from drkd_viz.viz.common import new_figure, role_title, show_image
 
@@ -59,7 +60,6 @@ def plot_image_errors(
     """One row per image of ``changes`` (the first ``limit``; :func:`image_changes`), one panel per model of
     ``results``: objects found (green) or missed (magenta, dashed), and every detection scoring ≥
     ``score_threshold`` coloured by its outcome (yellow: true positive; then TIDE's types)."""
-    from drkd_viz.analysis.models import image_and_boxes
 
     shown = changes.head(limit)
     roles: Sequence[str] = list(results)
