@@ -5,7 +5,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-demo demo test lint bench clean
+.PHONY: setup setup-demo demo test lint docs bench clean
 
 # everything (every extra, the test tools, Chromium for the browser tests)
 setup:
@@ -30,6 +30,10 @@ test: setup
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# the documentation site at http://127.0.0.1:8000 (the test suite builds it with --strict)
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8000
+
 bench: setup .venv-tide/bin/python
 	$(BIN)/python bench/eval_speed.py
 	$(BIN)/python bench/train_speed.py
@@ -46,4 +50,4 @@ bench: setup .venv-tide/bin/python
 	python3 -m venv .venv-tide && .venv-tide/bin/pip install -q tidecv==1.0.1 "numpy<2"
 
 clean:
-	rm -rf $(VENV) .venv-tide runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-tide runs site .pytest_cache .ruff_cache
