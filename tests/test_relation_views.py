@@ -105,9 +105,14 @@ def test_relation_cells_and_chart_spec():
     text = str(spec)
     assert "'type': 'sqrt'" in text and "viridis" in text and "A_ij" in text
     assert "#ffd700" in text  # the highlighted row
-    # two class blocks (circles, stars) outlined in each of the two matrices
-    blocks = [d for d in spec["datasets"].values() if d and set(d[0]) == {"start", "end"}]
-    assert blocks and blocks[0] == [{"start": 0, "end": 2}, {"start": 3, "end": 6}]
+    # two class blocks (circles, stars) outlined, and the highlighted row
+    outlines = {
+        (r["x"], r["x2"], r["y"], r["y2"])
+        for d in spec["datasets"].values()
+        for r in d
+        if set(r) == {"x", "x2", "y", "y2"}
+    }
+    assert outlines == {(0, 2, 0, 2), (3, 6, 3, 6), (0, 6, 2, 3)}
 
 
 def test_affinity_cells_and_charts():

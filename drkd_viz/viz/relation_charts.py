@@ -113,6 +113,98 @@ def _index_axis(n: int, names: list[str], title: str | None) -> Any:
     )
 
 
+CLASS_PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
+
+
+def _outline(x: float, x2: float, y: float, y2: float, color: str) -> Any:
+    alt = _alt()
+    frame = pd.DataFrame({"x": [x], "x2": [x2], "y": [y], "y2": [y2]})
+    return (
+        alt.Chart(frame)
+        .mark_rect(fill=None, stroke=color, strokeWidth=2.5)
+        .encode(x="x:Q", x2="x2:Q", y="y:Q", y2="y2:Q")
+    )
+
+
+def _matrix_panel(
+    frame: pd.DataFrame,
+    rel: InstanceRelations,
+    names: list[str],
+    scale: Any,
+    pair: Any,
+    side: int,
+    highlight: int | None,
+) -> Any:
+    """One model's matrix: its cells on the shared ``scale`` (clicks fill the ``pair`` selection), its class
+    blocks outlined in white, the ``highlight`` row in gold."""
+    alt = _alt()
+    n = len(rel.order)
+    cells = (
+        alt.Chart(frame)
+        .mark_rect()
+        .encode(
+            x=alt.X(
+                "col:Q", scale=alt.Scale(domain=[0, n], nice=False, zero=True), axis=_index_axis(n, names, "relates to")
+            ),
+            x2=alt.X2("col_end:Q"),
+            # the instance labels once, on the strip; the matrices share its rows
+            y=alt.Y("row:Q", scale=alt.Scale(domain=[0, n], nice=False, reverse=True), axis=None),
+            y2=alt.Y2("row_end:Q"),
+            color=alt.Color("value:Q", scale=scale, title="A_ij (sqrt scale)"),
+            opacity=alt.condition(pair, alt.value(1.0), alt.value(0.55)),
+            tooltip=[
+                alt.Tooltip("model:N"),
+                alt.Tooltip("row_label:N", title="instance (row)"),
+                alt.Tooltip("col_label:N", title="relates to (column)"),
+                alt.Tooltip("value:Q", format=".3f", title="A_ij"),
+                alt.Tooltip("same_class:N", title="same class"),
+            ],
+        )
+        .transform_calculate(col_end="datum.col + 1", row_end="datum.row + 1")
+        .add_params(pair)
+    )
+    layers = [cells, *(_outline(a, b, a, b, "white") for a, b in class_blocks(rel.labels))]
+    if highlight is not None and 0 <= highlight < n:
+        layers.append(_outline(0, n, highlight, highlight + 1, "#ffd700"))
+    title = role_title(rel.role) + (" (learned A)" if rel.source == "learned" else "")
+    return alt.layer(*layers).properties(width=side, height=side, title=title)
+
+
+def _class_strip(rel: InstanceRelations, names: list[str], side: int) -> Any:
+    """The instances as a column of cells in their class's colour, labelled; a click fills ``SELECT_INSTANCE``."""
+    alt = _alt()
+    n = len(rel.order)
+    labels = rel.labels if rel.labels is not None else np.zeros(n, dtype=int)
+    frame = pd.DataFrame(
+        {
+            "row": range(n),
+            "instance": names,
+            "class": [name.split(" ")[1] if name.count(" ") > 1 else "" for name in names],
+            "size": rel.sizes,
+            # the class's colour as data, not as a colour scale: the matrices keep the one colour legend
+            "fill": [CLASS_PALETTE[int(label) % len(CLASS_PALETTE)] for label in labels],
+        }
+    )
+    pick = alt.selection_point(name=SELECT_INSTANCE, fields=["row"], on="click", clear="dblclick")
+    y_scale = alt.Scale(domain=[0, n], nice=False, reverse=True)
+    return (
+        alt.Chart(frame)
+        .mark_rect(stroke="white")
+        .encode(
+            x=alt.X("zero:Q", axis=None, scale=alt.Scale(domain=[0, 1])),
+            x2="one:Q",
+            y=alt.Y("row:Q", scale=y_scale, axis=_index_axis(n, names, "instance (click to pick)")),
+            y2=alt.Y2("row_end:Q"),
+            fill=alt.Fill("fill:N", scale=None),
+            opacity=alt.condition(pick, alt.value(1.0), alt.value(0.7)),
+            tooltip=["instance:N", "class:N", "size:N"],
+        )
+        .transform_calculate(zero="0", one="1", row_end="datum.row + 1")
+        .add_params(pick)
+        .properties(width=14, height=side)
+    )
+
+
 def relation_matrices_chart(
     relations: dict[str, InstanceRelations],
     class_names: dict[int, str] | list[str] | None = None,
@@ -128,91 +220,20 @@ def relation_matrices_chart(
     alt = _alt()
     roles = list(relations)
     first = relations[roles[0]]
-    n = len(first.order)
     names = _instance_labels(first, class_names)
     side = max(120, min(260, width // len(roles)))
     data = relation_cells(relations, class_names)
     peak = float(data["value"].max()) if len(data) else 1.0
     scale = alt.Scale(type="sqrt", domain=[0, peak], scheme="viridis")
     pair = alt.selection_point(name=SELECT_PAIR, fields=["role", "row", "col"], on="click", clear="dblclick")
-    x = alt.X("col:Q", scale=alt.Scale(domain=[0, n], nice=False, zero=True), axis=_index_axis(n, names, "relates to"))
-    # the instance labels once, on the strip; the matrices share its rows
-    y_scale = alt.Scale(domain=[0, n], nice=False, reverse=True)
-    y = alt.Y("row:Q", scale=y_scale, axis=None)
-    tooltip = [
-        alt.Tooltip("model:N"),
-        alt.Tooltip("row_label:N", title="instance (row)"),
-        alt.Tooltip("col_label:N", title="relates to (column)"),
-        alt.Tooltip("value:Q", format=".3f", title="A_ij"),
-        alt.Tooltip("same_class:N", title="same class"),
+    panels = [
+        _matrix_panel(data[data["role"] == role], relations[role], names, scale, pair, side, highlight)
+        for role in roles
     ]
-    blocks = pd.DataFrame([{"start": a, "end": b} for a, b in class_blocks(first.labels)], columns=["start", "end"])
-    panels = []
-    for role in roles:
-        frame = data[data["role"] == role]
-        cells = (
-            alt.Chart(frame)
-            .mark_rect()
-            .encode(
-                x=x,
-                x2=alt.X2("col_end:Q"),
-                y=y,
-                y2=alt.Y2("row_end:Q"),
-                color=alt.Color("value:Q", scale=scale, title="A_ij (sqrt scale)"),
-                opacity=alt.condition(pair, alt.value(1.0), alt.value(0.55)),
-                tooltip=tooltip,
-            )
-            .transform_calculate(col_end="datum.col + 1", row_end="datum.row + 1")
-            .add_params(pair)
-        )
-        layers = [cells]
-        if len(blocks):
-            layers.append(
-                alt.Chart(blocks)
-                .mark_rect(fill=None, stroke="white", strokeWidth=2.5)
-                .encode(x="start:Q", x2="end:Q", y="start:Q", y2="end:Q")
-            )
-        if highlight is not None and 0 <= highlight < n:
-            layers.append(
-                alt.Chart(pd.DataFrame({"x": [0], "x2": [n], "y": [highlight], "y2": [highlight + 1]}))
-                .mark_rect(fill=None, stroke="#ffd700", strokeWidth=2.5)
-                .encode(x="x:Q", x2="x2:Q", y="y:Q", y2="y2:Q")
-            )
-        title = role_title(role) + (" (learned A)" if relations[role].source == "learned" else "")
-        panels.append(alt.layer(*layers).properties(width=side, height=side, title=title))
-    palette = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f"]
-    labels = first.labels if first.labels is not None else np.zeros(n, dtype=int)
-    strip_data = pd.DataFrame(
-        {
-            "row": range(n),
-            "instance": names,
-            "class": [name.split(" ")[1] if name.count(" ") > 1 else "" for name in names],
-            "size": first.sizes,
-            # the class's colour as data, not as a colour scale: the matrices keep the one colour legend
-            "fill": [palette[int(label) % len(palette)] for label in labels],
-        }
-    )
-    pick = alt.selection_point(name=SELECT_INSTANCE, fields=["row"], on="click", clear="dblclick")
-    strip = (
-        alt.Chart(strip_data)
-        .mark_rect(stroke="white")
-        .encode(
-            x=alt.X("zero:Q", axis=None, scale=alt.Scale(domain=[0, 1])),
-            x2="one:Q",
-            y=alt.Y("row:Q", scale=y_scale, axis=_index_axis(n, names, "instance (click to pick)")),
-            y2=alt.Y2("row_end:Q"),
-            fill=alt.Fill("fill:N", scale=None),
-            opacity=alt.condition(pick, alt.value(1.0), alt.value(0.7)),
-            tooltip=["instance:N", "class:N", "size:N"],
-        )
-        .transform_calculate(zero="0", one="1", row_end="datum.row + 1")
-        .add_params(pick)
-        .properties(width=14, height=side)
-    )
     with warnings.catch_warnings():
         # one click selection over every matrix is what is wanted: Altair merges the panels' copies into one
         warnings.filterwarnings("ignore", message="Automatically deduplicated selection parameter")
-        chart = alt.hconcat(strip, *panels, spacing=8)
+        chart = alt.hconcat(_class_strip(first, names, side), *panels, spacing=8)
     return chart.configure_view(strokeWidth=0).configure_title(fontSize=12)
 
 
@@ -253,14 +274,9 @@ def _image_layer(image: Any, maps: AffinityMaps) -> Any:
     )
 
 
-def _cell_outline(maps: AffinityMaps, cell: tuple[int, int], color: str = "#ffd700") -> Any:
-    alt = _alt()
+def _cell_outline(cell: tuple[int, int], color: str = "#ffd700") -> Any:
     r, c = cell
-    return (
-        alt.Chart(pd.DataFrame({"x": [c], "x2": [c + 1], "y": [r], "y2": [r + 1]}))
-        .mark_rect(fill=None, stroke=color, strokeWidth=2.5)
-        .encode(x="x:Q", x2="x2:Q", y="y:Q", y2="y2:Q")
-    )
+    return _outline(c, c + 1, r, r + 1, color)
 
 
 def _panel_size(maps: AffinityMaps, width: int) -> tuple[int, int]:
@@ -290,7 +306,7 @@ def pixel_picker_chart(image: Any, maps: AffinityMaps, cell: tuple[int, int], wi
             .mark_rect(fill=None, stroke="#00e5ff", strokeWidth=1)
             .encode(x="x:Q", x2="x2:Q", y="y:Q", y2="y2:Q")
         )
-    layers.append(_cell_outline(maps, cell))
+    layers.append(_cell_outline(cell))
     w, h = _panel_size(maps, width)
     return alt.layer(*layers).properties(width=w, height=h, title="click a cell").configure_view(strokeWidth=0)
 
@@ -354,7 +370,7 @@ def pixel_affinity_chart(
             )
             .transform_calculate(col_end="datum.col + 1", row_end="datum.row + 1")
         )
-        return alt.layer(_image_layer(image, maps), heat, _cell_outline(maps, cell, "#ff2d2d")).properties(
+        return alt.layer(_image_layer(image, maps), heat, _cell_outline(cell, "#ff2d2d")).properties(
             width=w, height=h, title=title
         )
 
