@@ -14,6 +14,8 @@ from drkd_viz.experiments.relation_report import agreement_sentence, relation_me
 from drkd_viz.viz import instances as vinst
 from drkd_viz.viz import relation_charts as rcharts
 
+UNIFORM_ENTROPY = 0.9  # rows above this share of their maximum entropy say almost nothing
+
 ctx = context.current()
 st.title("Instance relations")
 st.caption(
@@ -140,6 +142,12 @@ if n >= 2:
     with m1:
         st.markdown("**This image: what each model's relations carry**")
         per_image = instances.image_relation_metrics(computed)
+        teacher_entropy = per_image.set_index("role")["entropy"].get("teacher")
+        if teacher_entropy is not None and teacher_entropy > UNIFORM_ENTROPY:
+            st.warning(
+                f"The teacher's rows here are nearly uniform (entropy {teacher_entropy:.2f} of its maximum): this "
+                "relation relates every instance alike, so it has little to teach."
+            )
         per_image.insert(0, "model", per_image.pop("role").map(lambda r: ROLE_TITLES.get(r, r)))
         per_image = per_image.dropna(axis=1, how="all")
         widgets.show_table(per_image.round(3), f"relation_image_metrics_{level}.csv", "instance_image_metrics")
