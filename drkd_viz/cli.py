@@ -15,6 +15,7 @@ import typer
 from drkd_viz.errors import UserError
 from drkd_viz.runs import RunFolder, RunsRoot, default_runs
 from drkd_viz.runs.root import REPORT_MARKDOWN
+from drkd_viz.utils.io import check_output_file, check_output_folder
 
 
 # Typed choices: `--help` lists them, and a typo fails at once with the list.
@@ -103,6 +104,7 @@ def data(
     from drkd_viz.data.synthetic import GENERATOR_VERSION
     from drkd_viz.shipped import reference_teacher
 
+    check_output_folder(out)
     started = time.perf_counter()
     stats = generate_dataset(
         out,
@@ -233,7 +235,7 @@ def evaluate(
     for key, value in result.stats.items():
         typer.echo(f"{key:>6} {value:.4f}")
     if out is not None:
-        write_metrics(result, out)
+        write_metrics(result, check_output_file(out))
         typer.echo(f"metrics written to {out}")
     elif out_dir is not None:
         typer.echo(f"metrics and detections written to {out_dir}")
@@ -257,7 +259,7 @@ def train(
     from drkd_viz.engine.trainer import train as run_training
 
     cfg = load_config(config, overrides=set_)
-    manifest = run_training(cfg, out, resume=resume, quiet=quiet)
+    manifest = run_training(cfg, check_output_folder(out), resume=resume, quiet=quiet)
     if manifest and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         typer.echo(f"run '{cfg.name}' {manifest.get('status')} in {manifest.get('wall_seconds')} s: {out}")
         for split, stats in (manifest.get("metrics") or {}).items():
@@ -277,7 +279,9 @@ def predict(
     """Detect objects on images with a run's detector: JSON detections and an overlay PNG per image."""
     from drkd_viz.engine.inference import predict_images
 
-    written = predict_images(run, images, out, score_threshold=score_threshold, device=device.value)
+    written = predict_images(
+        run, images, check_output_folder(out), score_threshold=score_threshold, device=device.value
+    )
     typer.echo(f"wrote {len(written)} files to {out}")
 
 
@@ -292,7 +296,7 @@ def export(
     check it against PyTorch with ONNX Runtime. Needs the onnx extra: pip install 'drkd_viz\[onnx]'."""
     from drkd_viz.engine.onnx_export import export_onnx
 
-    record = export_onnx(run, onnx, opset=opset)
+    record = export_onnx(run, check_output_file(onnx), opset=opset)
     check = record["parity_check"]
     typer.echo(f"wrote {onnx} ({onnx.stat().st_size / 1e6:.1f} MB, opset {opset}) and {onnx.with_suffix('.json')}")
     if "max_box_difference_px" in check:
@@ -348,7 +352,7 @@ def pipeline(
 
     started = time.perf_counter()
 
-    out = out if out is not None else default_runs(preset.value)
+    out = check_output_folder(out if out is not None else default_runs(preset.value))
     run_pipeline(preset.value, out, quiet=quiet, jobs=jobs, use_shipped=shipped)
     report = RunsRoot(out).report_dir(preset.value) / REPORT_MARKDOWN
     typer.echo(report.read_text())
@@ -432,7 +436,7 @@ def demo(
     from drkd_viz.experiments.pipeline import run_pipeline
     from drkd_viz.serving import check_entry, exec_server
 
-    out = runs if runs is not None else default_runs(preset.value)
+    out = check_output_folder(runs if runs is not None else default_runs(preset.value))
     started = time.perf_counter()
     report = run_pipeline(preset.value, out, quiet=quiet)
     folder = RunsRoot(out).report_dir(preset.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -133,15 +134,104 @@ def test_fit_units_checks_its_inputs_before_any_work(quick_runs, tmp_path):
         assert "Traceback" not in proc.stderr
 
 
-def test_an_output_path_that_cannot_be_written_is_one_clear_line(tmp_path):
-    """An output folder under a file (or anywhere the OS refuses) names the path and the reason, no traceback."""
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
+def test_an_os_error_is_one_clear_line(tmp_path):
+    """A path the OS refuses deep inside a command (here a dataset folder that is not there) names the path and
+    the reason, no traceback."""
     proc = subprocess.run(
-        [sys.executable, "-m", "drkd_viz.cli", "data", "--out", str(blocker / "data"), "--preset", "quick", "--quiet"],
+        [
+            *[sys.executable, "-m", "drkd_viz.cli", "pretrain"],
+            *["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "w.safetensors")],
+        ],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert "error: cannot use" in proc.stderr and "a-file" in proc.stderr and "Not a directory" in proc.stderr
+    assert "error: cannot use" in proc.stderr and "missing" in proc.stderr and "No such file" in proc.stderr
+
+
+# every command that takes a path, given a missing one, a file where a folder belongs (or the reverse) and a folder
+# without the expected contents: (arguments, a phrase its one-line error must hold); RUNS is a runs folder
+# inside the temporary root, FILE a file, EMPTY an empty folder, NONE a path that does not exist
+BAD_PATHS: list[tuple[list[str], str]] = [
+    (["data", "--out", "FILE"], "is a file"),
+    (["data", "--out", "FILE/data"], "is a file, not a folder"),
+    (["pretrain", "--data", "NONE", "--out", "EMPTY/w.safetensors"], "No such file or directory"),
+    (["pretrain", "--data", "FILE", "--out", "EMPTY/w.safetensors"], "Not a directory"),
+    (["pretrain", "--data", "EMPTY", "--out", "EMPTY/w.safetensors"], "train/annotations.json"),
+    (["pretrain", "--data", "EMPTY", "--out", "EMPTY"], "is a folder"),
+    (["pretrain", "--data", "EMPTY", "--out", "FILE/w.safetensors"], "is a file, not a folder"),
+    (["check-data", "--images", "NONE", "--annotations", "FILE"], "images folder not found"),
+    (["check-data", "--images", "FILE", "--annotations", "FILE"], "images folder not found"),
+    (["check-data", "--images", "EMPTY", "--annotations", "EMPTY"], "annotation file not found"),
+    (["eval", "--run", "NONE"], "is not a run folder"),
+    (["eval", "--run", "FILE"], "is not a run folder"),
+    (["eval", "--run", "EMPTY"], "is not a run folder"),
+    (["eval", "--gt", "NONE", "--detections", "FILE"], "not found"),
+    (["eval", "--gt", "EMPTY", "--detections", "FILE"], "not found"),
+    (["train", "--config", "NONE", "--out", "EMPTY/run"], "config file not found"),
+    (["train", "--config", "EMPTY", "--out", "EMPTY/run"], "config file not found"),
+    (["train", "--config", "FILE", "--out", "FILE"], "is a file"),
+    (["predict", "--run", "NONE", "FILE"], "is not a run folder"),
+    (["predict", "--run", "EMPTY", "FILE"], "is not a run folder"),
+    (["predict", "--run", "EMPTY", "FILE", "--out", "FILE"], "is a file"),
+    (["export", "--run", "EMPTY", "--onnx", "EMPTY/x.onnx"], "is not a run folder"),
+    (["export", "--run", "EMPTY", "--onnx", "FILE/x.onnx"], "is a file, not a folder"),
+    (["report", "--teacher", "RUNS/none", "--baseline", "RUNS/none", "--out", "RUNS/reports/x"], "is not a run folder"),
+    (
+        ["report", "--teacher", "RUNS/file", "--baseline", "RUNS/empty", "--out", "RUNS/reports/x"],
+        "is not a run folder",
+    ),
+    (
+        ["report", "--teacher", "RUNS/empty", "--baseline", "RUNS/empty", "--out", "EMPTY/x"],
+        "must be RUNS/reports/NAME",
+    ),
+    (["pipeline", "--preset", "quick", "--out", "FILE"], "is a file"),
+    (["demo", "--runs", "FILE", "--no-app"], "is a file"),
+    (["fit-units", "--teacher", "NONE"], "is not a finished run folder"),
+    (["fit-units", "--teacher", "EMPTY"], "is not a finished run folder"),
+    (["app", "--runs", "FILE"], "is a file, not a folder"),
+]
+CLI_DRIVER = """
+import contextlib, io, json, sys
+from drkd_viz.cli import main
+results = []
+for args in json.loads(sys.argv[1]):
+    sys.argv = ["drkd-viz", *args]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        except BaseException as exc:  # what the test is there to catch
+            code = f"raised {type(exc).__name__}"
+            err.write(repr(exc))
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def test_every_path_argument_gets_one_clear_error(tmp_path):
+    """Each bad path of each command: a non-zero exit, no traceback, a line that names what is wrong."""
+    (tmp_path / "FILE").write_text("")
+    (tmp_path / "EMPTY").mkdir()
+    (tmp_path / "RUNS" / "empty").mkdir(parents=True)
+    (tmp_path / "RUNS" / "file").write_text("")
+
+    def place(arg: str) -> str:
+        head = arg.split("/", 1)[0]
+        return str(tmp_path / arg) if head in {"FILE", "EMPTY", "NONE", "RUNS"} else arg
+
+    cases = [[place(a) for a in args] for args, _ in BAD_PATHS]
+    proc = subprocess.run(
+        [sys.executable, "-c", CLI_DRIVER, json.dumps(cases)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    failures = []
+    for (args, phrase), (code, err) in zip(BAD_PATHS, results, strict=True):
+        if code in (0, None) or not isinstance(code, int) or "Traceback" in err or phrase not in err:
+            failures.append(f"drkd-viz {' '.join(args)} -> exit {code!r}: {err.strip()[-300:]!r} (wanted {phrase!r})")
+    assert not failures, "\n".join(failures)

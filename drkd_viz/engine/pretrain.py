@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from drkd_viz.errors import UserError
 from drkd_viz.models.factory import RESNETS
-from drkd_viz.utils.io import atomic_write, atomic_write_json
+from drkd_viz.utils.io import atomic_write, atomic_write_json, check_output_file
 
 IMAGE_MEAN = (0.485, 0.456, 0.406)  # the detector's own normalisation (DetectorConfig's defaults)
 IMAGE_STD = (0.229, 0.224, 0.225)
@@ -159,7 +159,7 @@ def pretrain_backbone(
     from safetensors.torch import save
     from tqdm.auto import tqdm
 
-    out = Path(out)
+    out = check_output_file(out)  # before minutes of training, not after
     if out.suffix != ".safetensors":
         raise UserError(f"pretrain writes a .safetensors file; got {out}")
     started = time.time()
