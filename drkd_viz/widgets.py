@@ -188,6 +188,19 @@ class AblationPanel:
             show_figure(plot_val_comparison(self.table, highlight=self.last["folder"].name if self.last else None))
 
 
+def offline_charts() -> str:
+    """Make the interactive (Altair) charts render in JupyterLab without the internet: Altair's Jupyter renderer
+    with its JavaScript bundled on this machine (vl-convert, anywidget: the notebooks extra). Without them Altair
+    loads Vega from a CDN, and a classroom offline sees an error instead of a chart. Returns the renderer used."""
+    import altair as alt
+
+    try:
+        alt.renderers.enable("jupyter", offline=True)
+    except (ImportError, ValueError):  # an install without the notebooks extra: the CDN renderer, said so
+        return "default (loads Vega from a CDN)"
+    return "jupyter (offline)"
+
+
 def show_figure(fig) -> None:
     """Display a figure as a PNG. Inside an ``ipywidgets.Output`` (``interactive``, panels) a PNG image is
     shown the same way in JupyterLab, and headless runs (nbclient) do not stall on large figure objects."""

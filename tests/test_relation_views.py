@@ -168,7 +168,7 @@ def test_controls_frame_chart_and_sentence():
     assert sentence.startswith("Relations alone gain +13.7 AP over the baseline")
     assert "+14.6 with the teacher's features rotated" in sentence
     assert "feature imitation falls from +14.0 to -17.0" in sentence
-    assert "not a regularising side effect" in sentence and "(5 seeds" in sentence
+    assert "what the targets say carries the gain, and a wrong target harms" in sentence and "(5 seeds" in sentence
     spec = rc.controls_chart(frame, "AP").to_dict()
     assert "What relations add" in str(spec)
     assert controls_frame({"models": {"baseline": {}}}).empty

@@ -254,11 +254,14 @@ def controls_sentence(report: dict[str, Any]) -> str | None:
     text = "; ".join(parts[:2]) + (f", {parts[2]}" if len(parts) > 2 else "") + "."
     if "relation_shuffle" in ap:
         shuffled = ap["relation_shuffle"]
-        reading = (
-            "what the targets say carries the gain, not a regularising side effect"
-            if shuffled < 0.5 * ap["relation"]
-            else "as much as the real targets: a regulariser, not knowledge"
-        )
+        if shuffled >= 0.5 * ap["relation"]:
+            reading = "as much as the real targets: a regulariser, not knowledge"
+        elif shuffled < 0:
+            reading = (
+                "worse than no distillation at all: what the targets say carries the gain, and a wrong target harms"
+            )
+        else:
+            reading = "what the targets say carries the gain, not a regularising side effect"
         text += f" Shuffled relation targets give {shuffled:+.1f}: {reading}."
     seeds = int(frame["seeds"].max())
     return text + f" ({seeds} seed{'s' if seeds != 1 else ''}, paired with the baseline's.)"

@@ -435,7 +435,7 @@ def controls_chart(frame: pd.DataFrame, metric: str = "AP") -> Any:
     data = frame[frame["metric"] == metric].copy()
     order = list(data["arm"])
     base = alt.Chart(data).encode(
-        y=alt.Y("arm:N", sort=order, title=None),
+        y=alt.Y("arm:N", sort=order, title=None, axis=alt.Axis(labelLimit=320)),
         tooltip=[
             "arm:N",
             "keeps:N",
