@@ -135,7 +135,8 @@ def chart_marks(page, index: int):
 
 def tooltip_spots(page, index: int, text: str, wanted: int = 2, step: int = 3) -> list[tuple[float, float]]:
     """Points of the ``index``-th chart where the pointer shows a tooltip containing ``text`` (sweeping the chart
-    from the top left), each with a different tooltip, at most ``wanted`` of them."""
+    from the top left), each with a different tooltip, at most ``wanted`` of them: as fractions of the chart's
+    width and height (a rerun may move the chart; :func:`point_of` finds them again)."""
     box = chart_marks(page, index).bounding_box()
     assert box is not None, "the chart has no size"
     tooltip = page.locator("#vg-tooltip-element")
@@ -150,10 +151,17 @@ def tooltip_spots(page, index: int, text: str, wanted: int = 2, step: int = 3) -
                 key = "\n".join(line for line in shown.splitlines() if not line.startswith("model"))
                 if text in shown and key not in seen:
                     seen.add(key)
-                    spots.append((x, y))
+                    spots.append((x_share / 100, y_share / 100))
                     if len(spots) == wanted:
                         return spots
     return spots
+
+
+def point_of(page, index: int, spot: tuple[float, float]) -> tuple[float, float]:
+    """Where a spot of :func:`tooltip_spots` lies on the screen now (the chart scrolled into view)."""
+    box = chart_marks(page, index).bounding_box()
+    assert box is not None, "the chart has no size"
+    return box["x"] + box["width"] * spot[0], box["y"] + box["height"] * spot[1]
 
 
 def _check_no_exception(page) -> None:
@@ -185,7 +193,7 @@ def change(page, scenario: Scenario, step: int, timeout_ms: float = 300_000, spo
     if scenario.widget == "chart":
         if not spots:
             raise ValueError(f"scenario {scenario.page}: no chart spots to click")
-        page.mouse.click(*spots[step % len(spots)])
+        page.mouse.click(*point_of(page, scenario.chart, spots[step % len(spots)]))
     elif scenario.widget == "selectbox":
         box = page.get_by_test_id("stSelectbox").filter(has_text=scenario.label).first
         box.click()

@@ -159,14 +159,14 @@ def test_relation_matrix_hover_and_clicks(browser_page, server, artifacts):
     driver.settle(page)
     cells = driver.tooltip_spots(page, 0, "relates to (column)", wanted=2)
     assert len(cells) == 2, "no matrix cell showed its tooltip"
-    page.mouse.move(*cells[1])
+    page.mouse.move(*driver.point_of(page, 0, cells[1]))
     tooltip = page.locator("#vg-tooltip-element")
     text = tooltip.inner_text()
     assert "A_ij" in text and "instance (row)" in text and "same class" in text, text
     row = int(text.split("instance (row)")[1].split("#")[1].split()[0])
     page.screenshot(path=str(artifacts / "instance_relations_hover.png"))
     old = driver._image_src(page, 0)
-    page.mouse.click(*cells[1])
+    page.mouse.click(*driver.point_of(page, 0, cells[1]))
     driver._wait_image(page, 0, old, 120_000)
     driver.settle(page)
     driver._check_no_exception(page)
@@ -175,10 +175,10 @@ def test_relation_matrix_hover_and_clicks(browser_page, server, artifacts):
     page.screenshot(path=str(artifacts / "instance_relations_pair.png"))
     strip = driver.tooltip_spots(page, 0, "size", wanted=2)
     assert strip, "no instance of the class strip showed its tooltip"
-    page.mouse.move(*strip[-1])
+    page.mouse.move(*driver.point_of(page, 0, strip[-1]))
     picked = int(page.locator("#vg-tooltip-element").inner_text().split("#")[1].split()[0])
     old = driver._image_src(page, 0)
-    page.mouse.click(*strip[-1])
+    page.mouse.click(*driver.point_of(page, 0, strip[-1]))
     if picked != row:
         driver._wait_image(page, 0, old, 120_000)
     driver.settle(page)
@@ -196,9 +196,7 @@ def test_pixel_affinity_click_redraws_the_maps(browser_page, server, artifacts):
     assert len(spots) == 2, "no cell of the image grid showed its tooltip"
     before_text = driver._text(page, "Cell (row")
     before = driver.chart_marks(page, 1).screenshot()
-    driver.chart_marks(page, 0)  # back to the picker
-    page.mouse.move(*spots[1])
-    page.mouse.click(*spots[1])
+    page.mouse.click(*driver.point_of(page, 0, spots[1]))
     driver._wait_text(page, "Cell (row", before_text, 120_000)
     driver.settle(page)
     driver._check_no_exception(page)

@@ -213,3 +213,47 @@ def test_tables_show_empty_cells_as_a_dash():
     assert shown["ci"].tolist() == ["0.123", EMPTY_CELL] and shown["note"].tolist() == ["x", EMPTY_CELL]
     assert shown["AP"].tolist() == [0.5, 0.25]  # a full column keeps its numbers (and its sorting)
     assert frame["ci"].isna().tolist() == [False, True]  # the caller's frame (the CSV) is untouched
+
+
+def test_every_relation_chart_renders_in_vega(tmp_path):
+    """The specs compile and draw in Vega itself (vl-convert, offline), not only serialise: a layer that Vega-Lite
+    cannot merge fails here instead of leaving an empty space on the page."""
+    vlc = pytest.importorskip("vl_convert")
+    labels = [1, 1, 2, 3, 3, 3]
+    sizes = ["large", "small", "medium", "small", "small", "large"]
+    rel = {
+        "teacher": relations_of(block_matrix(labels), labels, sizes),
+        "drkd": relations_of(block_matrix(labels, 0.6), labels, sizes, role="drkd"),
+    }
+    vectors = np.random.default_rng(0).normal(size=(12, 5))
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    maps = AffinityMaps("P3", (3, 4), {"teacher": unit @ unit.T, "drkd": unit @ unit.T}, np.array([[0.5, 0.5, 2, 1.5]]))
+    image = np.zeros((30, 40, 3))
+    gains = {"AP": _gain(0.1, 0.05, 0.15), "APs": _gain(0.1, 0.05, 0.15)}
+    report = {"models": {"baseline": {}, "relation": {"gain_over_baseline": gains}}}
+    metrics = pd.DataFrame(
+        [{"metric": "auc", "model": "drkd", "level": "P2", "size": "all", "mean": 0.7, "ci_low": 0.6, "ci_high": 0.8}]
+        + [
+            {
+                "metric": "row_l1",
+                "model": "drkd",
+                "level": "P2",
+                "size": s,
+                "mean": 0.2,
+                "ci_low": None,
+                "ci_high": None,
+            }
+            for s in ("small", "all")
+        ]
+    ).assign(seeds=2)
+    charts = {
+        "matrices": rc.relation_matrices_chart(rel, CLASSES, highlight=1),
+        "picker": rc.pixel_picker_chart(image, maps, (1, 2)),
+        "affinity": rc.pixel_affinity_chart(image, maps, (1, 2)),
+        "auc": rc.relation_metrics_chart(metrics, "auc"),
+        "row_l1": rc.relation_metrics_chart(metrics, "row_l1"),
+        "controls": rc.controls_chart(controls_frame(report), "AP"),
+    }
+    for name, chart in charts.items():
+        svg = vlc.vegalite_to_svg(chart.to_dict())
+        assert svg.startswith("<svg") and len(svg) > 2000, name

@@ -117,12 +117,14 @@ CLASS_PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948
 
 
 def _outline(x: float, x2: float, y: float, y2: float, color: str) -> Any:
+    """An unfilled rectangle (no axes of its own: the layer it joins has them)."""
     alt = _alt()
     frame = pd.DataFrame({"x": [x], "x2": [x2], "y": [y], "y2": [y2]})
     return (
         alt.Chart(frame)
-        .mark_rect(fill=None, stroke=color, strokeWidth=2.5)
-        .encode(x="x:Q", x2="x2:Q", y="y:Q", y2="y2:Q")
+        # clipped to the plot: an outline at the edge must not grow the chart (and move every cell a click aims at)
+        .mark_rect(fill=None, stroke=color, strokeWidth=2.5, clip=True)
+        .encode(x=alt.X("x:Q", axis=None), x2="x2:Q", y=alt.Y("y:Q", axis=None), y2="y2:Q")
     )
 
 
@@ -299,14 +301,15 @@ def pixel_picker_chart(image: Any, maps: AffinityMaps, cell: tuple[int, int], wi
         .transform_calculate(col_end="datum.col + 1", row_end="datum.row + 1")
         .add_params(pick)
     )
-    layers = [_image_layer(image, maps), cells]
+    layers = [_image_layer(image, maps)]
     if len(maps.boxes):
         layers.append(
             alt.Chart(pd.DataFrame(maps.boxes, columns=["x", "y", "x2", "y2"]))
-            .mark_rect(fill=None, stroke="#00e5ff", strokeWidth=1)
-            .encode(x="x:Q", x2="x2:Q", y="y:Q", y2="y2:Q")
+            .mark_rect(fill=None, stroke="#00e5ff", strokeWidth=1, clip=True)
+            .encode(x=alt.X("x:Q", axis=None), x2="x2:Q", y=alt.Y("y:Q", axis=None), y2="y2:Q")
         )
-    layers.append(_cell_outline(cell))
+    # the clear grid on top: a click anywhere, outlines included, lands on a cell
+    layers += [_cell_outline(cell), cells]
     w, h = _panel_size(maps, width)
     return alt.layer(*layers).properties(width=w, height=h, title="click a cell").configure_view(strokeWidth=0)
 
