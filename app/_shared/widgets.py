@@ -29,6 +29,13 @@ def show_png(png: bytes, file_name: str, key: str, caption: str | None = None, w
     st.download_button("Download PNG", png, file_name=file_name, mime="image/png", key=f"{key}_png", on_click="ignore")
 
 
+def show_chart(chart: Any, key: str, on_select: Any = "ignore") -> Any:
+    """An interactive (Altair) chart, its spec built without Altair's schema validation: the charts are checked
+    once in the tests (drawn by Vega itself), and validating a few thousand cells on every click cost a third of
+    a second. ``on_select``: "ignore", "rerun" or a callback (a click then reruns the fragment or page)."""
+    return st.vega_lite_chart(chart.to_dict(validate=False), on_select=on_select, key=key)
+
+
 def png_download(png: bytes, file_name: str, key: str) -> None:
     """The PNG download of a figure the page shows as an interactive chart."""
     st.download_button("Download PNG", png, file_name=file_name, mime="image/png", key=f"{key}_png", on_click="ignore")

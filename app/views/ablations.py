@@ -50,7 +50,7 @@ else:
             "targets' instances permuted within each image, which keeps their statistics and destroys their content."
         )
     with c1:
-        st.altair_chart(rcharts.controls_chart(controls, control_metric), key="ablations_controls")
+        widgets.show_chart(rcharts.controls_chart(controls, control_metric), "ablations_controls")
     sentence = controls_sentence(report)
     if sentence:
         st.markdown(sentence)

@@ -115,6 +115,13 @@ partner = partner if partner in labels and partner != highlight else None
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
+def matrices_spec(root, preset, seed, stamp, index, level, roles, kind, highlight, _picked) -> dict:
+    """The matrices chart as a Vega-Lite dict, built once per (image, level, models, relation, highlight)."""
+    rel = relations(root, preset, seed, stamp, index, level, roles, kind, _picked)
+    return rcharts.relation_matrices_chart(rel, class_names, highlight=highlight).to_dict(validate=False)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
 def image_png(root, preset, seed, stamp, index, level, roles, kind, highlight, partner, _picked) -> bytes:
     rel = relations(root, preset, seed, stamp, index, level, roles, kind, _picked)
     first = rel[roles[0]]
@@ -125,11 +132,7 @@ with right:
     if n < 2:
         st.info("This image has fewer than two instances: nothing to relate. Pick another image.")
     else:
-        st.altair_chart(
-            rcharts.relation_matrices_chart(computed, class_names, highlight=highlight),
-            on_select=take_chart_pick,
-            key=CHART_KEY,
-        )
+        st.vega_lite_chart(matrices_spec(*key, highlight, picked), on_select=take_chart_pick, key=CHART_KEY)
         st.caption(
             "Hover a cell for both instances and the value; click a cell to outline its pair on the image, or an "
             "instance of the class strip (left) to outline it. Double-click clears. One colour scale for all models."
@@ -165,6 +168,14 @@ if n >= 2:
             ).T.reset_index(names="model")
             widgets.show_table(rows.round(3), f"relation_row_{highlight}.csv", "instance_row")
 
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def carried_spec(root: str, preset: str, stamp: float, metric: str) -> dict:
+    """A split-wide relation metric's chart (it depends on the report only) as a Vega-Lite dict."""
+    frame = relation_metric_frame(context.cached_report(root, preset, stamp))
+    return rcharts.relation_metrics_chart(frame, metric).to_dict(validate=False)
+
+
 st.subheader("What the relations carry: class structure and agreement")
 carried = relation_table(ctx.report)
 if carried is None:
@@ -186,9 +197,8 @@ else:
     metric_frame = relation_metric_frame(ctx.report)
     c1, c2 = st.columns(2)
     for column, metric in ((c1, "auc"), (c2, "row_l1")):
-        part = metric_frame[metric_frame["metric"] == metric]
-        if len(part):
-            column.altair_chart(rcharts.relation_metrics_chart(metric_frame, metric), key=f"instance_carried_{metric}")
+        if (metric_frame["metric"] == metric).any():
+            column.vega_lite_chart(carried_spec(ctx.root_key, ctx.preset, ctx.stamp, metric), key=f"instance_{metric}")
     if len(metric_frame) and metric_frame["seeds"].max() < 2:
         st.caption("One seed in this report: no intervals (the `study` report has five).")
 

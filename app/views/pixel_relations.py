@@ -85,10 +85,6 @@ st.caption(
     "distils). The second row shows each student's map minus the teacher's (red: relates more than the teacher, "
     "blue: less). Pick a cell on a small object and see which students relate it to its own kind."
 )
-a1, a2 = st.columns([1, 3])
-with a1:
-    affinity_level = st.selectbox("FPN level", list(models.levels), index=1, key="affinity_level")
-    cells = st.select_slider("Cells along the longer side", [12, 16, 24, 32], value=24, key="affinity_cells")
 
 
 @st.cache_data(show_spinner="Relating every cell to every other …", max_entries=32)
@@ -97,10 +93,6 @@ def affinity(root: str, preset: str, seed: int, stamp: float, image_key: str, le
     return pixel.affinity_maps(models, _picked.image, level, _picked.boxes, roles, cells)
 
 
-computed_affinity = affinity(
-    ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, picked.key, affinity_level, tuple(roles), cells, picked
-)
-gh, gw = computed_affinity.grid
 PIXEL_CHART = "affinity_picker"
 
 
@@ -110,22 +102,27 @@ def take_pixel_pick() -> None:
         st.session_state["affinity_cell"] = (int(point["row"]), int(point["col"]))
 
 
-cell = st.session_state.get("affinity_cell")
-view_key = (picked.key, affinity_level, cells)
-if (
-    cell is None or st.session_state.get("affinity_view") != view_key
-):  # a new image or grid: start on its smallest object
-    cell = default_cell(computed_affinity)
-    st.session_state["affinity_cell"], st.session_state["affinity_view"] = cell, view_key
-with a1:
-    st.altair_chart(
-        rcharts.pixel_picker_chart(picked.image, computed_affinity, cell),
-        on_select=take_pixel_pick,
-        key=PIXEL_CHART,
-    )
-    st.caption(f"Cell (row {cell[0]}, column {cell[1]}) of {gh} × {gw}; cyan: ground-truth boxes.")
-with a2:
-    st.altair_chart(rcharts.pixel_affinity_chart(picked.image, computed_affinity, cell), key="affinity_maps")
+@st.fragment  # a click redraws this section only, not the heatmaps above
+def affinity_explorer(picked: widgets.Picked, roles: tuple[str, ...]) -> None:
+    a1, a2 = st.columns([1, 3])
+    with a1:
+        level = st.selectbox("FPN level", list(models.levels), index=1, key="affinity_level")
+        cells = st.select_slider("Cells along the longer side", [12, 16, 24, 32], value=16, key="affinity_cells")
+    maps = affinity(ctx.root_key, ctx.preset, ctx.seed, ctx.stamp, picked.key, level, roles, cells, picked)
+    gh, gw = maps.grid
+    cell = st.session_state.get("affinity_cell")
+    view_key = (picked.key, level, cells)
+    if cell is None or st.session_state.get("affinity_view") != view_key:  # a new image or grid: its smallest object
+        cell = default_cell(maps)
+        st.session_state["affinity_cell"], st.session_state["affinity_view"] = cell, view_key
+    with a1:
+        widgets.show_chart(rcharts.pixel_picker_chart(picked.image, maps, cell), PIXEL_CHART, take_pixel_pick)
+        st.caption(f"Cell (row {cell[0]}, column {cell[1]}) of {gh} × {gw}; cyan: ground-truth boxes.")
+    with a2:
+        st.vega_lite_chart(rcharts.pixel_affinity_spec(picked.image, maps, cell), key="affinity_maps")
+
+
+affinity_explorer(picked, tuple(roles))
 
 if models.has_graph_units():
     st.subheader("Graph-node explorer")

@@ -259,10 +259,10 @@ def _grid_encoding(maps: AffinityMaps) -> tuple[Any, Any]:
     return x, y
 
 
-def _image_layer(image: Any, maps: AffinityMaps) -> Any:
+def _image_layer(url: str, maps: AffinityMaps) -> Any:
     alt = _alt()
     gh, gw = maps.grid
-    frame = pd.DataFrame({"url": [_image_url(image)], "x": [0], "x2": [gw], "y": [0], "y2": [gh]})
+    frame = pd.DataFrame({"url": [url], "x": [0], "x2": [gw], "y": [0], "y2": [gh]})
     return (
         alt.Chart(frame)
         .mark_image(aspect=False)
@@ -301,7 +301,7 @@ def pixel_picker_chart(image: Any, maps: AffinityMaps, cell: tuple[int, int], wi
         .transform_calculate(col_end="datum.col + 1", row_end="datum.row + 1")
         .add_params(pick)
     )
-    layers = [_image_layer(image, maps)]
+    layers = [_image_layer(_image_url(image), maps)]
     if len(maps.boxes):
         layers.append(
             alt.Chart(pd.DataFrame(maps.boxes, columns=["x", "y", "x2", "y2"]))
@@ -338,58 +338,102 @@ def affinity_cells(maps: AffinityMaps, cell: tuple[int, int]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def _heat_url(values: np.ndarray, cmap: str, limit: float, opacity: float) -> str:
+    """A grid of values (rows x columns, −limit…limit) as a small PNG data URL in a matplotlib colour map: one image
+    mark per panel draws in the browser at once where thousands of rectangles took a second."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    rgba = colormaps[cmap]((np.nan_to_num(values) + limit) / (2 * limit))
+    rgba[..., 3] = opacity
+    buffer = io.BytesIO()
+    Image.fromarray((rgba * 255).astype(np.uint8), "RGBA").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def pixel_affinity_spec(
+    image: Any, maps: AffinityMaps, cell: tuple[int, int], width: int = 200, opacity: float = 0.75
+) -> dict[str, Any]:
+    """The Vega-Lite spec of :func:`pixel_affinity_chart`, written as JSON directly: built through Altair's objects
+    the same spec took half a second, too slow for a click (the dashboard shows this dict)."""
+    url = _image_url(image)  # once: the same picture under every panel
+    data = affinity_cells(maps, cell)
+    gh, gw = maps.grid
+    w, h = _panel_size(maps, width)
+    spread = float(np.nanmax(np.abs(data["difference"]))) if data["difference"].notna().any() else 1.0
+    spread = max(spread, 1e-3)
+    # column -> (matplotlib colour map, limit, the same map in Vega, legend title)
+    kinds = {
+        "affinity": ("viridis", 1.0, {"scheme": "viridis"}, "affinity (cos)"),
+        "difference": ("RdBu_r", spread, {"scheme": "redblue", "reverse": True}, "student − teacher"),
+    }
+    x = {"field": "x", "type": "quantitative", "axis": None, "scale": {"domain": [0, gw], "nice": False}}
+    y = {
+        "field": "y",
+        "type": "quantitative",
+        "axis": None,
+        "scale": {"domain": [0, gh], "nice": False, "reverse": True},
+    }
+
+    def picture(source: str, smooth: bool = True) -> dict[str, Any]:
+        return {
+            "data": {"values": [{"url": source, "x": 0, "x2": gw, "y": 0, "y2": gh}]},
+            "mark": {"type": "image", "aspect": False, "smooth": smooth},
+            "encoding": {
+                "url": {"field": "url", "type": "nominal"},
+                "x": x,
+                "x2": {"field": "x2"},
+                "y": y,
+                "y2": {"field": "y2"},
+            },
+        }
+
+    def panel(role: str, field: str, title: str) -> dict[str, Any]:
+        cmap, limit, scheme, legend = kinds[field]
+        values = data.loc[data["role"] == role, field].to_numpy().reshape(gh, gw)
+        r, c = cell
+        outline = {
+            "data": {"values": [{"x": c, "x2": c + 1, "y": r, "y2": r + 1}]},
+            "mark": {"type": "rect", "fill": None, "stroke": "#ff2d2d", "strokeWidth": 2.5, "clip": True},
+            "encoding": {"x": x, "x2": {"field": "x2"}, "y": y, "y2": {"field": "y2"}},
+        }
+        key = {  # invisible: it only carries the colour legend
+            "data": {"values": [{field: -limit}, {field: limit}]},
+            "mark": {"type": "point", "opacity": 0},
+            "encoding": {
+                "color": {
+                    "field": field,
+                    "type": "quantitative",
+                    "scale": {"domain": [-limit, limit], **scheme},
+                    "title": legend,
+                }
+            },
+        }
+        layers = [picture(url), picture(_heat_url(values, cmap, limit, opacity), smooth=False), outline, key]
+        return {"layer": layers, "width": w, "height": h, "title": title}
+
+    roles = list(maps.affinity)
+    rows = [{"hconcat": [panel(r, "affinity", role_title(r)) for r in roles]}]
+    students = [r for r in roles if r != "teacher"]
+    if "teacher" in maps.affinity and students:
+        rows.append({"hconcat": [panel(r, "difference", f"{role_title(r)} − teacher") for r in students]})
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v6.json",
+        "vconcat": rows,
+        "resolve": {"scale": {"color": "independent"}},
+        "config": {"view": {"strokeWidth": 0}, "title": {"fontSize": 12}},
+    }
+
+
 def pixel_affinity_chart(
     image: Any, maps: AffinityMaps, cell: tuple[int, int], width: int = 200, opacity: float = 0.75
 ) -> Any:
     """For the chosen ``cell`` (row, col) of the grid: each model's affinity map over the image (cosine of the
     channel-centred features, −1…1; viridis over the image) and, for each student, its map minus the teacher's
-    (red: relates more than the teacher does; blue: less)."""
-    alt = _alt()
-    data = affinity_cells(maps, cell)
-    x, y = _grid_encoding(maps)
-    w, h = _panel_size(maps, width)
-    value = alt.Scale(domain=[-1, 1], scheme="viridis")
-    spread = float(np.nanmax(np.abs(data["difference"]))) if data["difference"].notna().any() else 1.0
-    diverging = alt.Scale(domain=[-max(spread, 1e-3), max(spread, 1e-3)], scheme="redblue", reverse=True)
-    tooltip = [
-        "model:N",
-        "row:Q",
-        "col:Q",
-        alt.Tooltip("affinity:Q", format="+.3f"),
-        alt.Tooltip("difference:Q", format="+.3f", title="− teacher's"),
-    ]
-
-    def panel(frame: pd.DataFrame, field: str, scale: Any, title: str, legend: str) -> Any:
-        heat = (
-            alt.Chart(frame)
-            .mark_rect(opacity=opacity)
-            .encode(
-                x=x,
-                x2="col_end:Q",
-                y=y,
-                y2="row_end:Q",
-                color=alt.Color(f"{field}:Q", scale=scale, title=legend),
-                tooltip=tooltip,
-            )
-            .transform_calculate(col_end="datum.col + 1", row_end="datum.row + 1")
-        )
-        return alt.layer(_image_layer(image, maps), heat, _cell_outline(cell, "#ff2d2d")).properties(
-            width=w, height=h, title=title
-        )
-
-    roles = list(maps.affinity)
-    top = [panel(data[data["role"] == r], "affinity", value, role_title(r), "affinity (cos)") for r in roles]
-    rows = [alt.hconcat(*top)]
-    students = [r for r in roles if r != "teacher"]
-    if "teacher" in maps.affinity and students:
-        bottom = [
-            panel(data[data["role"] == r], "difference", diverging, f"{role_title(r)} − teacher", "student − teacher")
-            for r in students
-        ]
-        rows.append(alt.hconcat(*bottom))
-    return (
-        alt.vconcat(*rows).resolve_scale(color="independent").configure_view(strokeWidth=0).configure_title(fontSize=12)
-    )
+    (red: relates more than the teacher does; blue: less). Each map is one image (the cells' values are in
+    :func:`affinity_cells`) with its colour legend. An Altair chart (notebooks); the dashboard draws the
+    :func:`pixel_affinity_spec` dict."""
+    return _alt().VConcatChart.from_dict(pixel_affinity_spec(image, maps, cell, width, opacity), validate=False)
 
 
 def relation_metrics_chart(frame: pd.DataFrame, metric: str) -> Any:
