@@ -133,16 +133,19 @@ def chart_marks(page, index: int):
     return marks
 
 
-def tooltip_spots(page, index: int, text: str, wanted: int = 2, step: int = 3) -> list[tuple[float, float]]:
+def tooltip_spots(
+    page, index: int, text: str, wanted: int = 2, step: int = 3, x_shares: range | None = None
+) -> list[tuple[float, float]]:
     """Points of the ``index``-th chart where the pointer shows a tooltip containing ``text`` (sweeping the chart
     from the top left), each with a different tooltip, at most ``wanted`` of them: as fractions of the chart's
-    width and height (a rerun may move the chart; :func:`point_of` finds them again)."""
+    width and height (a rerun may move the chart; :func:`point_of` finds them again). ``x_shares``: the
+    percentages of the width to try (default: every ``step``), for a narrow mark such as the class strip."""
     box = chart_marks(page, index).bounding_box()
     assert box is not None, "the chart has no size"
     tooltip = page.locator("#vg-tooltip-element")
     spots, seen = [], set()
     for y_share in range(step, 100, step):
-        for x_share in range(step, 100, step):
+        for x_share in x_shares or range(step, 100, step):
             x, y = box["x"] + box["width"] * x_share / 100, box["y"] + box["height"] * y_share / 100
             page.mouse.move(x, y)
             if tooltip.count() and "visible" in (tooltip.get_attribute("class") or ""):

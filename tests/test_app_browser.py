@@ -173,7 +173,7 @@ def test_relation_matrix_hover_and_clicks(browser_page, server, artifacts):
     pick = page.get_by_test_id("stSelectbox").filter(has_text="Highlight instance").first.get_by_role("combobox")
     expect(pick).to_have_value(re.compile(rf"^#{row} —"))
     page.screenshot(path=str(artifacts / "instance_relations_pair.png"))
-    strip = driver.tooltip_spots(page, 0, "size", wanted=2)
+    strip = driver.tooltip_spots(page, 0, "size", wanted=2, x_shares=range(0, 25))  # the strip: 14 px, on the left
     assert strip, "no instance of the class strip showed its tooltip"
     page.mouse.move(*driver.point_of(page, 0, strip[-1]))
     picked = int(page.locator("#vg-tooltip-element").inner_text().split("#")[1].split()[0])
