@@ -239,16 +239,20 @@ def relation_matrices_chart(
     return chart.configure_view(strokeWidth=0).configure_title(fontSize=12)
 
 
-def _image_url(image: Any, max_side: int = 320) -> str:
-    """The image as a PNG data URL (shrunk to ``max_side``), for Vega-Lite's image mark."""
-    from PIL import Image
-
-    array = (image_array(image) * 255).astype(np.uint8)
-    picture = Image.fromarray(array)
-    picture.thumbnail((max_side, max_side))
+def _png_url(picture: Any) -> str:
+    """A PIL image as a PNG data URL, for Vega-Lite's image mark."""
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _image_url(image: Any, max_side: int = 320) -> str:
+    """The image as a PNG data URL (shrunk to ``max_side``)."""
+    from PIL import Image
+
+    picture = Image.fromarray((image_array(image) * 255).astype(np.uint8))
+    picture.thumbnail((max_side, max_side))
+    return _png_url(picture)
 
 
 def _grid_encoding(maps: AffinityMaps) -> tuple[Any, Any]:
@@ -346,9 +350,7 @@ def _heat_url(values: np.ndarray, cmap: str, limit: float, opacity: float) -> st
 
     rgba = colormaps[cmap]((np.nan_to_num(values) + limit) / (2 * limit))
     rgba[..., 3] = opacity
-    buffer = io.BytesIO()
-    Image.fromarray((rgba * 255).astype(np.uint8), "RGBA").save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return _png_url(Image.fromarray((rgba * 255).astype(np.uint8), "RGBA"))
 
 
 def pixel_affinity_spec(
