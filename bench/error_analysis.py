@@ -32,10 +32,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from drkd_viz.analysis.detection_errors import ERROR_TYPES, error_breakdown  # noqa: E402
 from drkd_viz.analysis.small_objects import detections_file, ground_truth_file  # noqa: E402
 from drkd_viz.evaluation import evaluate_detections, match_detections  # noqa: E402
 from drkd_viz.runs.reports import read_report  # noqa: E402
+from drkd_viz.tide import ERROR_TYPES, error_breakdown  # noqa: E402
 
 TIDE_NAMES = {"cls": "Cls", "loc": "Loc", "both": "Both", "dupe": "Dupe", "bkg": "Bkg", "miss": "Miss"}
 TIDE_SCRIPT = """

@@ -4,8 +4,8 @@
 
 Copies the student run (config and weights, without checkpoints) once per proposal count, with
 ``rpn_post_nms_top_n_test`` set to the count and ``rpn_pre_nms_top_n_test`` to twice it, then times every
-copy against the teacher with the report's paired timing (experiments/report.py ``model_costs``: each image
-through every model back to back, median of per-image ratios) and evaluates each copy on **val**. Nothing is
+copy against the teacher with the report's paired timing (experiments/report/collect.py ``model_costs``: each
+image through every model back to back, median of per-image ratios) and evaluates each copy on **val**. Nothing is
 retrained: the proposal count is a test-time setting. The README quotes one run of it (the 2x speed target).
 """
 

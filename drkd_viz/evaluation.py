@@ -276,9 +276,6 @@ def match_detections_by_area(
 ) -> dict[str, Matches]:
     """:func:`match_detections` for several area ranges from one COCOeval run (it computes each image's IoUs
     once and matches them once per range), keyed by area name."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     if not 0 < iou <= 1:
         raise DetectionsError(f"iou must be in (0, 1], got {iou}")
     unknown = [a for a in areas if a not in AREA_NAMES]
@@ -290,15 +287,43 @@ def match_detections_by_area(
         detections = read_json(Path(detections), "detections file")
     detections = validate_detections(detections, gt_data)
     ranges = [_AREA_RANGES[AREA_NAMES.index(a)] for a in areas]
-    objects: dict[str, list[dict[str, Any]]] = {a: [] for a in areas}
-    rows: dict[str, list[dict[str, Any]]] = {a: [] for a in areas}
     if not detections:  # pycocotools cannot load an empty result list: every counted object is missed
-        for ann in gt_data["annotations"]:
-            ann_area = ann.get("area", ann["bbox"][2] * ann["bbox"][3])
-            for name, (low, high) in zip(areas, ranges, strict=True):
-                if not ann.get("iscrowd", 0) and low <= ann_area <= high:
-                    objects[name].append(_object_row(ann, ann_area, -1, None, None))
-        return {a: Matches(iou, a, objects[a], rows[a]) for a in areas}
+        objects = _all_objects_missed(gt_data, areas, ranges)
+        return {a: Matches(iou, a, objects[a], []) for a in areas}
+    coco_gt, coco_dt, evaluator = _evaluate_images(gt_data, detections, iou, areas, ranges, max_dets)
+    objects, rows = _matches_by_area(evaluator, coco_gt, coco_dt, areas)
+    return {a: Matches(iou, a, objects[a], rows[a]) for a in areas}
+
+
+_AREA_RANGES = ((0.0, 1e10), (0.0, 32.0**2), (32.0**2, 96.0**2), (96.0**2, 1e10))  # COCOeval's areaRng, in order
+
+
+def _all_objects_missed(
+    gt_data: dict, areas: tuple[str, ...], ranges: list[tuple[float, float]]
+) -> dict[str, list[dict[str, Any]]]:
+    """The object rows of each area range when there is no detection: every object COCOeval counts, unmatched."""
+    objects: dict[str, list[dict[str, Any]]] = {a: [] for a in areas}
+    for ann in gt_data["annotations"]:
+        ann_area = ann.get("area", ann["bbox"][2] * ann["bbox"][3])
+        for name, (low, high) in zip(areas, ranges, strict=True):
+            if not ann.get("iscrowd", 0) and low <= ann_area <= high:
+                objects[name].append(_object_row(ann, ann_area, -1, None, None))
+    return objects
+
+
+def _evaluate_images(
+    gt_data: dict,
+    detections: list[dict],
+    iou: float,
+    areas: tuple[str, ...],
+    ranges: list[tuple[float, float]],
+    max_dets: int,
+) -> tuple[Any, Any, Any]:
+    """COCOeval's per-image matching (``evaluate``, no ``accumulate``) at one IoU threshold for the area ranges;
+    returns the ground truth and detections as pycocotools loaded them, and the evaluator."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = gt_data
@@ -310,6 +335,15 @@ def match_detections_by_area(
         evaluator.params.areaRng = [list(r) for r in ranges]
         evaluator.params.areaRngLbl = list(areas)
         evaluator.evaluate()
+    return coco_gt, coco_dt, evaluator
+
+
+def _matches_by_area(
+    evaluator: Any, coco_gt: Any, coco_dt: Any, areas: tuple[str, ...]
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+    """The object rows and detection rows of each area range, read from the evaluator's ``evalImgs``."""
+    objects: dict[str, list[dict[str, Any]]] = {a: [] for a in areas}
+    rows: dict[str, list[dict[str, Any]]] = {a: [] for a in areas}
     area_of = {tuple(r): a for r, a in zip(evaluator.params.areaRng, areas, strict=True)}
     for result in evaluator.evalImgs:
         if result is None:
@@ -318,40 +352,51 @@ def match_detections_by_area(
         key = (result["image_id"], result["category_id"])
         matrix = evaluator.ious[key]  # detections by score (top max_dets) x objects in their stored order
         column = {g["id"]: j for j, g in enumerate(evaluator._gts[key])}
-        row_of = {d: i for i, d in enumerate(result["dtIds"])}
-        for j, ann_id in enumerate(result["gtIds"]):
-            if result["gtIgnore"][j]:
-                continue
-            ann = coco_gt.anns[ann_id]
-            det_id = int(result["gtMatches"][0][j])
-            overlap = float(matrix[row_of[det_id], column[ann_id]]) if det_id else None
-            score = float(coco_dt.anns[det_id]["score"]) if det_id else None
-            objects[area].append(
-                _object_row(ann, ann.get("area", ann["bbox"][2] * ann["bbox"][3]), det_id - 1, score, overlap)
-            )
-        for i, det_id in enumerate(result["dtIds"]):
-            matched = int(result["dtMatches"][0][i])
-            det = coco_dt.anns[det_id]
-            outcome = "ignored" if result["dtIgnore"][0][i] else "tp" if matched else "fp"
-            rows[area].append(
-                {
-                    "det_index": det_id - 1,
-                    "image_id": det["image_id"],
-                    "category_id": det["category_id"],
-                    "bbox": tuple(float(v) for v in det["bbox"]),
-                    "score": float(det["score"]),
-                    "outcome": outcome,
-                    "ann_id": matched if matched else -1,
-                    "iou": float(matrix[i, column[matched]]) if matched else None,
-                }
-            )
+        objects[area] += _matched_object_rows(result, matrix, column, coco_gt, coco_dt)
+        rows[area] += _detection_rows(result, matrix, column, coco_dt)
     for area in areas:
         objects[area].sort(key=lambda r: (r["image_id"], r["ann_id"]))
         rows[area].sort(key=lambda r: r["det_index"])
-    return {a: Matches(iou, a, objects[a], rows[a]) for a in areas}
+    return objects, rows
 
 
-_AREA_RANGES = ((0.0, 1e10), (0.0, 32.0**2), (32.0**2, 96.0**2), (96.0**2, 1e10))  # COCOeval's areaRng, in order
+def _matched_object_rows(
+    result: dict, matrix: np.ndarray, column: dict[int, int], coco_gt: Any, coco_dt: Any
+) -> list[dict[str, Any]]:
+    """One image and class's counted objects (ignored ones left out), each with the detection matched to it."""
+    row_of = {d: i for i, d in enumerate(result["dtIds"])}
+    found = []
+    for j, ann_id in enumerate(result["gtIds"]):
+        if result["gtIgnore"][j]:
+            continue
+        ann = coco_gt.anns[ann_id]
+        det_id = int(result["gtMatches"][0][j])
+        overlap = float(matrix[row_of[det_id], column[ann_id]]) if det_id else None
+        score = float(coco_dt.anns[det_id]["score"]) if det_id else None
+        found.append(_object_row(ann, ann.get("area", ann["bbox"][2] * ann["bbox"][3]), det_id - 1, score, overlap))
+    return found
+
+
+def _detection_rows(result: dict, matrix: np.ndarray, column: dict[int, int], coco_dt: Any) -> list[dict[str, Any]]:
+    """One image and class's ranked detections, each with its outcome and the object it matched."""
+    found = []
+    for i, det_id in enumerate(result["dtIds"]):
+        matched = int(result["dtMatches"][0][i])
+        det = coco_dt.anns[det_id]
+        outcome = "ignored" if result["dtIgnore"][0][i] else "tp" if matched else "fp"
+        found.append(
+            {
+                "det_index": det_id - 1,
+                "image_id": det["image_id"],
+                "category_id": det["category_id"],
+                "bbox": tuple(float(v) for v in det["bbox"]),
+                "score": float(det["score"]),
+                "outcome": outcome,
+                "ann_id": matched if matched else -1,
+                "iou": float(matrix[i, column[matched]]) if matched else None,
+            }
+        )
+    return found
 
 
 def _object_row(ann: dict, area: float, det_index: int, score: float | None, overlap: float | None) -> dict:

@@ -13,6 +13,24 @@ from drkd_viz.experiments.variants import Variant, train_variant, val_metrics
 LEVELS_PR = ("P2", "P3", "P4", "P5", "P6")
 LEVELS_IR = ("P2", "P3")
 DRKD_WEIGHTS = DEFAULT_WEIGHTS["drkd"]
+_STYLE = {"description_width": "150px"}  # room for the longest control description
+# the loss terms' controls: (term, checkbox label, on by default, where its default λ comes from); each term is on
+# when DRKD's default uses it, at its tuned λ (the paper's terms at theirs from the ladder)
+_LOSS_TERMS = (
+    ("fi", "L_FI: feature imitation", True, DRKD_WEIGHTS),
+    ("pa", "L_PA: pixel affinity", True, DRKD_WEIGHTS),
+    ("ira", "L_IRA: anchored instance relation", True, DRKD_WEIGHTS),
+    ("pr", "L_PR: pixel relations (paper)", False, PAPER_TERM_WEIGHTS),
+    ("ir", "L_IR: instance relations (paper)", False, PAPER_TERM_WEIGHTS),
+    ("ins", "L_INS: instance features (paper)", False, PAPER_TERM_WEIGHTS),
+)
+# the panel's columns, left to right: method and DRKD's terms, the paper's terms, options, levels and budget
+_PANEL_COLUMNS = (
+    ("method", "use_fi", "fi_weight", "use_pa", "pa_weight", "use_ira", "ira_weight"),
+    ("use_pr", "pr_weight", "use_ir", "ir_weight", "use_ins", "ins_weight"),
+    ("relation_filter", "ir_target", "weight_schedule"),
+    ("pr_levels", "ir_levels", "iterations", "seed"),
+)
 
 
 class AblationPanel:
@@ -28,70 +46,12 @@ class AblationPanel:
         import ipywidgets as w
 
         self.runs, self.preset = Path(runs), preset
-        style = {"description_width": "150px"}
-        layout = w.Layout(width="420px")
-        slider = dict(base=10, min=-3, max=1.5, step=0.1, style=style, layout=layout, readout_format=".3g")
+        layout = w.Layout(width="420px")  # one layout object, shared by the sliders and dropdowns
         self.controls: dict[str, Any] = {
-            "method": w.ToggleButtons(
-                options=[
-                    ("DRKD", "drkd"),
-                    ("relation only", "relation"),
-                    ("feature imitation", "feature_imitation"),
-                    ("PKD", "pkd"),
-                    ("baseline", "baseline"),
-                ],
-                value="drkd",
-                description="method",
-                style=style,
-            ),
-            # each term on when DRKD's default uses it, at its tuned λ (the paper's terms at theirs from the ladder)
-            "use_fi": w.Checkbox(value=True, description="L_FI: feature imitation", style=style),
-            "fi_weight": w.FloatLogSlider(value=DRKD_WEIGHTS["fi_weight"], description="λ_fi", **slider),
-            "use_pa": w.Checkbox(value=True, description="L_PA: pixel affinity", style=style),
-            "pa_weight": w.FloatLogSlider(value=DRKD_WEIGHTS["pa_weight"], description="λ_pa", **slider),
-            "use_ira": w.Checkbox(value=True, description="L_IRA: anchored instance relation", style=style),
-            "ira_weight": w.FloatLogSlider(value=DRKD_WEIGHTS["ira_weight"], description="λ_ira", **slider),
-            "use_pr": w.Checkbox(value=False, description="L_PR: pixel relations (paper)", style=style),
-            "pr_weight": w.FloatLogSlider(value=PAPER_TERM_WEIGHTS["pr_weight"], description="λ_pr", **slider),
-            "use_ir": w.Checkbox(value=False, description="L_IR: instance relations (paper)", style=style),
-            "ir_weight": w.FloatLogSlider(value=PAPER_TERM_WEIGHTS["ir_weight"], description="λ_ir", **slider),
-            "use_ins": w.Checkbox(value=False, description="L_INS: instance features (paper)", style=style),
-            "ins_weight": w.FloatLogSlider(value=PAPER_TERM_WEIGHTS["ins_weight"], description="λ_ins", **slider),
-            "relation_filter": w.Dropdown(
-                options=[
-                    ("learned gate (ours)", "learned"),
-                    ("none", "none"),
-                    ("random, redrawn (authors' code)", "reference"),
-                ],
-                value="learned",
-                description="relation filter",
-                style=style,
-                layout=layout,
-            ),
-            "ir_target": w.Dropdown(
-                options=[("aggregated features z (code)", "features"), ("relation matrix A (paper)", "matrix")],
-                value="features",
-                description="L_IR distils",
-                style=style,
-                layout=layout,
-            ),
-            "weight_schedule": w.Dropdown(
-                options=[("constant (paper)", "constant"), ("cosine decay to 0", "cosine")],
-                value=DEFAULT["weight_schedule"],
-                description="λ over training",
-                style=style,
-                layout=layout,
-            ),
-            "pr_levels": w.SelectMultiple(
-                options=LEVELS_PR, value=LEVELS_PR, description="L_PR levels", style=style, rows=5
-            ),
-            "ir_levels": w.SelectMultiple(
-                options=LEVELS_IR, value=LEVELS_IR, description="L_IR / L_INS levels", style=style, rows=2
-            ),
-            "iterations": w.IntSlider(
-                value=iterations, min=1, max=max(600, iterations), step=1, description="iterations", style=style
-            ),
-            "seed": w.IntText(value=0, description="seed", style=style, layout=w.Layout(width="220px")),
+            "method": self._method_control(w),
+            **self._loss_term_controls(w, layout),
+            **self._option_controls(w, layout),
+            **self._level_and_budget_controls(w, iterations),
         }
         self.button = w.Button(description="Train this student", button_style="primary", icon="play")
         self.button.on_click(lambda _: self.train())
@@ -101,38 +61,87 @@ class AblationPanel:
         self.table = None
         self.widget = w.VBox(
             [
-                w.HBox(
-                    [
-                        w.VBox(
-                            [
-                                self.controls[k]
-                                for k in (
-                                    "method",
-                                    "use_fi",
-                                    "fi_weight",
-                                    "use_pa",
-                                    "pa_weight",
-                                    "use_ira",
-                                    "ira_weight",
-                                )
-                            ]
-                        ),
-                        w.VBox(
-                            [
-                                self.controls[k]
-                                for k in ("use_pr", "pr_weight", "use_ir", "ir_weight", "use_ins", "ins_weight")
-                            ]
-                        ),
-                        w.VBox([self.controls[k] for k in ("relation_filter", "ir_target", "weight_schedule")]),
-                        w.VBox([self.controls[k] for k in ("pr_levels", "ir_levels", "iterations", "seed")]),
-                    ]
-                ),
+                w.HBox([w.VBox([self.controls[k] for k in column]) for column in _PANEL_COLUMNS]),
                 self.button,
                 self.output,
                 self.results,
             ]
         )
         self.refresh()
+
+    @staticmethod
+    def _method_control(w: Any) -> Any:
+        return w.ToggleButtons(
+            options=[
+                ("DRKD", "drkd"),
+                ("relation only", "relation"),
+                ("feature imitation", "feature_imitation"),
+                ("PKD", "pkd"),
+                ("baseline", "baseline"),
+            ],
+            value="drkd",
+            description="method",
+            style=_STYLE,
+        )
+
+    @staticmethod
+    def _loss_term_controls(w: Any, layout: Any) -> dict[str, Any]:
+        """A checkbox (``use_<term>``) and a λ slider (``<term>_weight``) per loss term, in ``_LOSS_TERMS`` order."""
+        slider = dict(base=10, min=-3, max=1.5, step=0.1, style=_STYLE, layout=layout, readout_format=".3g")
+        controls: dict[str, Any] = {}
+        for term, label, on, weights in _LOSS_TERMS:
+            controls[f"use_{term}"] = w.Checkbox(value=on, description=label, style=_STYLE)
+            controls[f"{term}_weight"] = w.FloatLogSlider(
+                value=weights[f"{term}_weight"], description=f"λ_{term}", **slider
+            )
+        return controls
+
+    @staticmethod
+    def _option_controls(w: Any, layout: Any) -> dict[str, Any]:
+        """Relation filter, what L_IR distils, and the λ schedule."""
+        return {
+            "relation_filter": w.Dropdown(
+                options=[
+                    ("learned gate (ours)", "learned"),
+                    ("none", "none"),
+                    ("random, redrawn (authors' code)", "reference"),
+                ],
+                value="learned",
+                description="relation filter",
+                style=_STYLE,
+                layout=layout,
+            ),
+            "ir_target": w.Dropdown(
+                options=[("aggregated features z (code)", "features"), ("relation matrix A (paper)", "matrix")],
+                value="features",
+                description="L_IR distils",
+                style=_STYLE,
+                layout=layout,
+            ),
+            "weight_schedule": w.Dropdown(
+                options=[("constant (paper)", "constant"), ("cosine decay to 0", "cosine")],
+                value=DEFAULT["weight_schedule"],
+                description="λ over training",
+                style=_STYLE,
+                layout=layout,
+            ),
+        }
+
+    @staticmethod
+    def _level_and_budget_controls(w: Any, iterations: int) -> dict[str, Any]:
+        """The feature levels of the paper's terms, the number of iterations and the seed."""
+        return {
+            "pr_levels": w.SelectMultiple(
+                options=LEVELS_PR, value=LEVELS_PR, description="L_PR levels", style=_STYLE, rows=5
+            ),
+            "ir_levels": w.SelectMultiple(
+                options=LEVELS_IR, value=LEVELS_IR, description="L_IR / L_INS levels", style=_STYLE, rows=2
+            ),
+            "iterations": w.IntSlider(
+                value=iterations, min=1, max=max(600, iterations), step=1, description="iterations", style=_STYLE
+            ),
+            "seed": w.IntText(value=0, description="seed", style=_STYLE, layout=w.Layout(width="220px")),
+        }
 
     def variant(self) -> Variant:
         """The student the controls describe."""

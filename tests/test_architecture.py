@@ -14,8 +14,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "drkd_viz"
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "resources", "shipped"}),  # leaves
     frozenset({"utils"}),
-    frozenset({"data", "runs"}),  # datasets; run and report folders
+    frozenset({"data"}),  # datasets and their folder layout
+    frozenset({"runs"}),  # run and report folders (a runs folder holds a dataset)
     frozenset({"evaluation", "models", "serving"}),  # COCO evaluation; detectors; the dashboard's server
+    frozenset({"tide"}),  # TIDE's error analysis, on COCOeval's matches
     frozenset({"distill"}),  # the losses and the distiller
     frozenset({"engine"}),  # training, checkpoints, inference
     frozenset({"analysis"}),  # the numbers behind every figure

@@ -8,13 +8,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from drkd_viz.analysis.detection_errors import (
-    ERROR_TYPES,
-    SPECIAL_TYPES,
-    Confusion,
-    error_breakdown,
-    error_gains,
-)
+from drkd_viz.analysis.detection_errors import error_gains
+from drkd_viz.tide import ERROR_TYPES, SPECIAL_TYPES, Confusion, error_breakdown
 from drkd_viz.viz import charts
 from drkd_viz.viz.common import ROLE_COLORS
 

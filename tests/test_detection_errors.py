@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from drkd_viz.analysis.detection_errors import (
+from drkd_viz.evaluation import AREA_NAMES, evaluate_detections, perturbed_detections
+from drkd_viz.tide import (
     ERROR_TYPES,
     SPECIAL_TYPES,
     confusion_matrix,
     error_breakdown,
 )
-from drkd_viz.evaluation import AREA_NAMES, evaluate_detections, perturbed_detections
 
 
 def _gt(objects: list[tuple[list[float], int]], crowd: list[list[float]] = ()) -> dict:

@@ -19,6 +19,7 @@ from drkd_viz.experiments.relation_report import (
     controls_sentence,
     relation_metric_frame,
 )
+from drkd_viz.viz import pixel_charts as pc
 from drkd_viz.viz import relation_charts as rc
 
 CLASSES = ["__background__", "circle", "square", "star"]
@@ -123,7 +124,7 @@ def test_affinity_cells_and_charts():
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     teacher = unit @ unit.T
     maps = AffinityMaps("P3", grid, {"teacher": teacher, "drkd": teacher * 0.5}, np.array([[0.5, 0.5, 2.0, 1.5]]))
-    cells = rc.affinity_cells(maps, (1, 2))
+    cells = pc.affinity_cells(maps, (1, 2))
     assert len(cells) == 2 * p
     drkd = cells[cells["role"] == "drkd"]
     np.testing.assert_allclose(drkd["affinity"], teacher[6] * 0.5)
@@ -132,10 +133,10 @@ def test_affinity_cells_and_charts():
         pytest.approx(1.0)
     )
     image = np.zeros((30, 40, 3))
-    picker = rc.pixel_picker_chart(image, maps, (1, 2)).to_dict()
-    assert rc.SELECT_PIXEL in {p["name"] for p in picker.get("params", [])}
+    picker = pc.pixel_picker_chart(image, maps, (1, 2)).to_dict()
+    assert pc.SELECT_PIXEL in {p["name"] for p in picker.get("params", [])}
     assert "data:image/png;base64," in str(picker)
-    chart = rc.pixel_affinity_chart(image, maps, (1, 2)).to_dict()
+    chart = pc.pixel_affinity_chart(image, maps, (1, 2)).to_dict()
     assert "viridis" in str(chart) and "redblue" in str(chart) and "jet" not in str(chart)
     assert affinity_grid((30, 40), 8) == (6, 8) and affinity_grid((40, 30), 8) == (8, 6)
 
@@ -248,8 +249,8 @@ def test_every_relation_chart_renders_in_vega(tmp_path):
     ).assign(seeds=2)
     charts = {
         "matrices": rc.relation_matrices_chart(rel, CLASSES, highlight=1),
-        "picker": rc.pixel_picker_chart(image, maps, (1, 2)),
-        "affinity": rc.pixel_affinity_chart(image, maps, (1, 2)),
+        "picker": pc.pixel_picker_chart(image, maps, (1, 2)),
+        "affinity": pc.pixel_affinity_chart(image, maps, (1, 2)),
         "auc": rc.relation_metrics_chart(metrics, "auc"),
         "row_l1": rc.relation_metrics_chart(metrics, "row_l1"),
         "controls": rc.controls_chart(controls_frame(report), "AP"),

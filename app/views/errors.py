@@ -7,6 +7,7 @@ import streamlit as st
 from _shared import context, widgets
 
 from drkd_viz.analysis import detection_errors as de
+from drkd_viz.tide import ERROR_LABELS, ERROR_TYPES, SPECIAL_TYPES
 from drkd_viz.viz import charts
 from drkd_viz.viz.errors import plot_image_errors
 
@@ -51,8 +52,8 @@ st.caption(
     "The chart's menu (⋯) saves it as PNG or SVG."
 )
 wide = frame[frame["size"] == size].pivot_table(index="model", columns="error", values="recovered") * 100
-wide = wide.reindex(index=[m for m in models if m in wide.index], columns=[*de.ERROR_TYPES, *de.SPECIAL_TYPES])
-wide.columns = [de.ERROR_LABELS[c] for c in wide.columns]
+wide = wide.reindex(index=[m for m in models if m in wide.index], columns=[*ERROR_TYPES, *SPECIAL_TYPES])
+wide.columns = [ERROR_LABELS[c] for c in wide.columns]
 widgets.show_table(wide.round(2).reset_index(), f"errors_{size}.csv", "errors_table")
 
 if "baseline" in models and students:
@@ -115,7 +116,7 @@ changes = de.image_changes(ctx.root_key, student, seed=ctx.seed, report=report, 
 results = {r: de.model_errors(ctx.root_key, r, ctx.seed, report)[size] for r in roles}
 if chosen_error is not None:
     who = selection[0]["model"]
-    kind = de.ERROR_LABELS[chosen_error]
+    kind = ERROR_LABELS[chosen_error]
     st.info(f"Filtered by the chart: images where `{who}` makes **{kind}** errors (click the bar again to clear).")
     mine = de.model_errors(ctx.root_key, who, ctx.seed if ctx.seed in report["models"][who]["seeds"] else 0, report)[
         size

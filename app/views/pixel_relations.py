@@ -10,6 +10,7 @@ from _shared import context, widgets
 from drkd_viz.analysis import graph, pixel
 from drkd_viz.analysis.models import OPTIONAL_ROLES, ROLE_TITLES
 from drkd_viz.viz import pixel as vpixel
+from drkd_viz.viz import pixel_charts as pcharts
 from drkd_viz.viz import relation_charts as rcharts
 
 
@@ -97,7 +98,7 @@ PIXEL_CHART = "affinity_picker"
 
 
 def take_pixel_pick() -> None:
-    point = rcharts.selected(st.session_state.get(PIXEL_CHART), rcharts.SELECT_PIXEL)
+    point = rcharts.selected(st.session_state.get(PIXEL_CHART), pcharts.SELECT_PIXEL)
     if point is not None:
         st.session_state["affinity_cell"] = (int(point["row"]), int(point["col"]))
 
@@ -116,10 +117,10 @@ def affinity_explorer(picked: widgets.Picked, roles: tuple[str, ...]) -> None:
         cell = default_cell(maps)
         st.session_state["affinity_cell"], st.session_state["affinity_view"] = cell, view_key
     with a1:
-        widgets.show_chart(rcharts.pixel_picker_chart(picked.image, maps, cell), PIXEL_CHART, take_pixel_pick)
+        widgets.show_chart(pcharts.pixel_picker_chart(picked.image, maps, cell), PIXEL_CHART, take_pixel_pick)
         st.caption(f"Cell (row {cell[0]}, column {cell[1]}) of {gh} × {gw}; cyan: ground-truth boxes.")
     with a2:
-        st.vega_lite_chart(rcharts.pixel_affinity_spec(picked.image, maps, cell), key="affinity_maps")
+        st.vega_lite_chart(pcharts.pixel_affinity_spec(picked.image, maps, cell), key="affinity_maps")
 
 
 affinity_explorer(picked, tuple(roles))

@@ -24,6 +24,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from drkd_viz.data.images import DEFAULT_MAX_PIXELS, load_image
+from drkd_viz.data.layout import split_files
 from drkd_viz.data.validation import load_coco_file
 from drkd_viz.errors import DatasetError
 
@@ -80,7 +81,7 @@ class CocoDetection(torch.utils.data.Dataset):
     def from_split(cls, root: str | os.PathLike, split: str, **kwargs: Any) -> CocoDetection:
         """Open ``root/split/{images, annotations.json}`` (the embedded dataset's layout)."""
         root = Path(root)
-        return cls(root / split / "images", root / split / "annotations.json", **kwargs)
+        return cls(*split_files(root, split), **kwargs)
 
     @property
     def num_classes(self) -> int:

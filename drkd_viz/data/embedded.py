@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from drkd_viz.data.datasheet import write_datasheet
+from drkd_viz.data.layout import split_files
 from drkd_viz.data.statistics import dataset_statistics, same_class_overlaps
 from drkd_viz.data.synthetic import (
     GENERATOR_VERSION,
@@ -86,8 +87,8 @@ def generate_dataset(
     started = time.perf_counter()
     jobs = []
     for split in SPLITS:
-        (tmp / split / "images").mkdir(parents=True)
-        jobs += [(seed, split, i, spec, str(tmp / split / "images")) for i in range(spec.split_sizes[split])]
+        split_files(tmp, split)[0].mkdir(parents=True)
+        jobs += [(seed, split, i, spec, str(split_files(tmp, split)[0])) for i in range(spec.split_sizes[split])]
 
     workers = workers or min(os.cpu_count() or 1, 8)
     bar = tqdm(total=len(jobs), desc=f"drawing {spec.name} dataset", unit="img", disable=not progress)
@@ -106,7 +107,7 @@ def generate_dataset(
 
     coco = {split: coco_dict(results[split], split, spec, seed) for split in SPLITS}
     for split in SPLITS:
-        atomic_write_json(tmp / split / "annotations.json", coco[split], indent=None)
+        atomic_write_json(split_files(tmp, split)[1], coco[split], indent=None)
     stats = dataset_statistics(coco)
     stats.update(
         preset=spec.name,

@@ -30,6 +30,7 @@ from PIL import Image
 
 from drkd_viz.data.shapes import (
     CLASSES,
+    ClassStyle,
     outline_rim,
     render_alpha,
     render_background,
@@ -129,21 +130,49 @@ def _sample_box_side(rng: np.random.Generator, preset: SyntheticPreset) -> float
 
 def draw_image(rng: np.random.Generator, preset: SyntheticPreset) -> DrawnImage:
     """Draw one image and its annotations."""
+    # the order of the random draws below is part of the dataset: changing it changes every image
     height = int(rng.integers(preset.min_side // 16, preset.max_side // 16 + 1)) * 16
     width = int(rng.integers(preset.min_side // 16, preset.max_side // 16 + 1)) * 16
     canvas = render_background(rng, height, width, clutter=preset.clutter, contrast=preset.background_contrast)
+    assignment, styles = _sample_classes(rng, preset)
+    layers = _place_objects(rng, preset, assignment, styles, height, width)
+    keep, visible = _visible_layers(layers, height, width)
+    objects = []
+    for i in keep:
+        category, style, alpha, x0, y0 = layers[i]
+        _paint_object(rng, preset, canvas, style, alpha, x0, y0)
+        drawn = _drawn_object(category, alpha, visible[i], x0, y0)
+        if drawn is not None:
+            objects.append(drawn)
+    pixels = (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return DrawnImage(pixels=pixels, objects=objects)
 
+
+def _sample_classes(rng: np.random.Generator, preset: SyntheticPreset) -> tuple[list[str], dict[str, ClassStyle]]:
+    """The class of each object to draw, and each class's style in this image."""
     n_objects = int(rng.integers(1, preset.max_objects + 1))
     n_classes = int(rng.integers(1, min(preset.max_classes_per_image, n_objects) + 1))
     classes = [CLASSES[i] for i in rng.choice(len(CLASSES), n_classes, replace=False)]
     styles = dict(zip(classes, sample_styles(rng, n_classes, preset.patterns), strict=True))
     # every class present at least once, the rest spread at random: several siblings per class
     assignment = classes + [classes[i] for i in rng.integers(0, n_classes, n_objects - n_classes)]
+    return assignment, styles
 
+
+def _place_objects(
+    rng: np.random.Generator,
+    preset: SyntheticPreset,
+    assignment: list[str],
+    styles: dict[str, ClassStyle],
+    height: int,
+    width: int,
+) -> list[tuple]:
+    """Size, shape mask and position of each object that finds a place: ``(category, style, alpha, x0, y0)``
+    in drawing order."""
     # draw order: larger objects first, so the small ones lie on top and are rarely buried
     sides = [min(_sample_box_side(rng, preset), 0.8 * min(height, width)) for _ in assignment]
     order = sorted(range(len(assignment)), key=lambda i: -sides[i])
-    layers = []
+    layers: list[tuple] = []
     for category, side in ((assignment[i], sides[i]) for i in order):
         style = styles[category]
         w, h = side * math.sqrt(style.aspect), side / math.sqrt(style.aspect)
@@ -151,20 +180,31 @@ def draw_image(rng: np.random.Generator, preset: SyntheticPreset) -> DrawnImage:
         mh, mw = alpha.shape
         if mh >= height or mw >= width:
             continue
-        # a few tries to find a place that does not bury an earlier object (occlusion stays partial)
-        # and keeps clear of every sibling of the same class (same style: no boundary to see)
-        for _ in range(8):
-            x0, y0 = int(rng.integers(0, width - mw + 1)), int(rng.integers(0, height - mh + 1))
-            if all(
-                _apart(x0, y0, mw, mh, other)
-                if other[0] == category
-                else _covered(x0, y0, mw, mh, other) <= MAX_PLACEMENT_OVERLAP
-                for other in layers
-            ):
-                layers.append((category, style, alpha, x0, y0))
-                break
+        place = _find_place(rng, category, mw, mh, width, height, layers)
+        if place is not None:
+            layers.append((category, style, alpha, *place))
+    return layers
 
-    # visibility: coverage of each object left after everything drawn on top of it;
+
+def _find_place(
+    rng: np.random.Generator, category: str, mw: int, mh: int, width: int, height: int, layers: list[tuple]
+) -> tuple[int, int] | None:
+    """A few tries to find a place that does not bury an earlier object (occlusion stays partial) and keeps clear
+    of every sibling of the same class (same style: no boundary to see); None when all fail."""
+    for _ in range(8):
+        x0, y0 = int(rng.integers(0, width - mw + 1)), int(rng.integers(0, height - mh + 1))
+        if all(
+            _apart(x0, y0, mw, mh, other)
+            if other[0] == category
+            else _covered(x0, y0, mw, mh, other) <= MAX_PLACEMENT_OVERLAP
+            for other in layers
+        ):
+            return x0, y0
+    return None
+
+
+def _visible_layers(layers: list[tuple], height: int, width: int) -> tuple[list[int], dict[int, np.ndarray]]:
+    """The layers to keep, and each one's coverage left after everything drawn on top of it."""
     # heavily occluded objects are removed and visibility recomputed until stable
     keep = list(range(len(layers)))
     while True:
@@ -181,34 +221,42 @@ def draw_image(rng: np.random.Generator, preset: SyntheticPreset) -> DrawnImage:
             if visible[i].sum() < MIN_VISIBLE_FRACTION * layers[i][2].sum() or visible[i].sum() < MIN_VISIBLE_AREA
         ]
         if not dropped:
-            break
+            return keep, visible
         keep = [i for i in keep if i not in dropped]
 
-    objects = []
-    for i in keep:
-        category, style, alpha, x0, y0 = layers[i]
-        mh, mw = alpha.shape
-        fill = render_texture(style, (mh, mw), rng)
-        region = canvas[y0 : y0 + mh, x0 : x0 + mw]
-        if preset.outline_contrast > 0:
-            fill = outline_rim(fill, alpha, region, preset.outline_contrast)
-        region[...] = region * (1 - alpha[..., None]) + fill * alpha[..., None]
-        ys, xs = np.nonzero(visible[i] >= 0.5)
-        if len(xs) == 0:
-            continue
-        bx0, by0, bx1, by1 = x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1
-        # the coverage inside the tight box (anti-aliased fringes outside it are under half a pixel each)
-        inside = visible[i][ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-        objects.append(
-            DrawnObject(
-                category=category,
-                bbox=[float(bx0), float(by0), float(bx1 - bx0), float(by1 - by0)],
-                area=round(float(inside.sum()), 2),
-                visible_fraction=round(float(visible[i].sum() / alpha.sum()), 3),
-            )
-        )
-    pixels = (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
-    return DrawnImage(pixels=pixels, objects=objects)
+
+def _paint_object(
+    rng: np.random.Generator,
+    preset: SyntheticPreset,
+    canvas: np.ndarray,
+    style: ClassStyle,
+    alpha: np.ndarray,
+    x0: int,
+    y0: int,
+) -> None:
+    """Blend the object's texture (with its rim) into ``canvas`` through its mask."""
+    mh, mw = alpha.shape
+    fill = render_texture(style, (mh, mw), rng)
+    region = canvas[y0 : y0 + mh, x0 : x0 + mw]
+    if preset.outline_contrast > 0:
+        fill = outline_rim(fill, alpha, region, preset.outline_contrast)
+    region[...] = region * (1 - alpha[..., None]) + fill * alpha[..., None]
+
+
+def _drawn_object(category: str, alpha: np.ndarray, visible: np.ndarray, x0: int, y0: int) -> DrawnObject | None:
+    """The annotation of an object: its box tight around the pixels at least half visible (None: no such pixel)."""
+    ys, xs = np.nonzero(visible >= 0.5)
+    if len(xs) == 0:
+        return None
+    bx0, by0, bx1, by1 = x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1
+    # the coverage inside the tight box (anti-aliased fringes outside it are under half a pixel each)
+    inside = visible[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    return DrawnObject(
+        category=category,
+        bbox=[float(bx0), float(by0), float(bx1 - bx0), float(by1 - by0)],
+        area=round(float(inside.sum()), 2),
+        visible_fraction=round(float(visible.sum() / alpha.sum()), 3),
+    )
 
 
 def _apart(x0: int, y0: int, w: int, h: int, other: tuple) -> bool:

@@ -128,17 +128,9 @@ class AnchoredInstanceRelationLoss(DistillationLoss):
 
     @classmethod
     def from_settings(cls, settings: Any, student_channels: int, teacher_channels: int, keys: frozenset[str]):
-        return cls(
-            settings.ira_levels,
-            student_channels,
-            teacher_channels,
-            settings.roi_size,
-            settings.ira_temperature,
-            settings.ira_background,
-            settings.ira_form,
-            settings.ira_student,
-            settings.shuffle_relations,
-        )
+        s = settings
+        options = (s.ira_temperature, s.ira_background, s.ira_form, s.ira_student, s.shuffle_relations)
+        return cls(s.ira_levels, student_channels, teacher_channels, s.roi_size, *options)
 
     def relation(self, vectors: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """The side's relation matrix in the loss's form (K x K)."""

@@ -174,23 +174,17 @@ def formula(settings: DistillConfig | None) -> str:
     return "L = L_det + " + " + ".join(terms)
 
 
-# L_PKD starts near 1 per level (uncorrelated channels: ½·MSE = 1 − r ≈ 1), about 5 over P2–P6. λ 0.2 put it at
-# half L_det, but its gradient on the student at 4 % of L_det's. On val (seed 0, 160 iterations) λ 0.2 / 0.8 / 4.0 /
-# 8 / 16 gave 19.2 / 21.8 / 28.9 / 27.4 / 27.6: it peaks at 4.0 (gradient 0.8x L_det's).
-PKD_WEIGHT = 4.0
+PKD_WEIGHT = 4.0  # its peak on val (docs/results.md, "How the ladder went")
 
 # Each method's λ by preset: a method uses the weights METHOD_WEIGHTS gives it, unset ones from here (0 if absent).
-# Under `default` they were searched on val until val AP turned down (seed 0, 160 student iterations, checked on a
-# second seed; docs/method.md and configs/demo/val_ladder.json hold every rung, the losing ones too).
-# The paper's three terms at the λ that search found for them (rounds 2-5): DRKD's default until round 6
+# Under `default` every λ was searched on val until val AP turned down; docs/results.md and
+# configs/demo/val_ladder.json hold every rung, the losing ones too.
+# The paper's three terms at the λ that search found for them: DRKD's default until round 6
 PAPER_TERM_WEIGHTS = {"pr_weight": 6.0, "ir_weight": 0.05, "ins_weight": 0.05}
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
-    # round 6 (docs/method.md, "Anchored relations"): feature imitation plus the anchored instance relation and pixel
-    # affinity gave val AP 33.9, the paper's terms 32.9, with the anchored relations on top 32.8, imitation alone 32.6
-    "drkd": {"fi_weight": 3.0, "ira_weight": 1.0, "pa_weight": 5.0},
-    # relation only: λ 1 / 3 / 9 times the gradient-matched (1.0, 5.0) gave 32.5 / 33.0 / 24.7
-    "relation": {"ira_weight": 3.0, "pa_weight": 15.0},
-    "feature_imitation": {"fi_weight": 3.0},  # λ 0.15 / 0.6 / 1.5 / 3.0 / 6.0: 21.4 / 27.3 / 34.1 / 36.0 / 30.8
+    "drkd": {"fi_weight": 3.0, "ira_weight": 1.0, "pa_weight": 5.0},  # imitation + anchored relations (round 6)
+    "relation": {"ira_weight": 3.0, "pa_weight": 15.0},  # relation only: 3x the gradient-matched weights
+    "feature_imitation": {"fi_weight": 3.0},
     "pkd": {"pkd_weight": PKD_WEIGHT},
 }
 REFERENCE_WEIGHTS: dict[str, dict[str, float]] = {
@@ -228,24 +222,19 @@ REFERENCE = {
         }
     ),
 }
+# the authors' switches but these (docs/results.md: the ladder's other switches stay as the authors had them, since
+# none won alone on val)
 DEFAULT = {
+    **REFERENCE,
     "nodes": {"P2": 32, "P3": 32, "P4": 16, "P5": 8, "P6": 8, "P7": 8},
     "glore_normalize": True,
-    "roi_size": 3,
     "relation_filter": "learned",
-    "ir_target": "features",
     "relation_scale": True,
     "norm": "mse",
     "weight_schedule": "cosine",
-    # the ladder's switches (docs/method.md): each stays as the authors had it unless it won on val
-    "clip": "joint",  # the clip never fired (clip_factor 1.00): nothing to separate
-    "teacher_relation": "learned",  # the cosine teacher sharpened the rows but moved val AP by −0.4
     # zero-initialised graph units keep L_PR's target the teacher's own features instead of a unit only the
-    # distillation loss trains: at L_PR λ 1.5, val AP 29.6 against 24.8 with the authors' γ = 1
+    # distillation loss trains (the one switch that won on val)
     "glore_zero_init": True,
-    "instance_adapter": "linear",
-    "standardize": False,
-    **ANCHORED,
 }
 PRESETS = {"default": DEFAULT, "reference": REFERENCE}
 PRESET_WEIGHTS = {"default": DEFAULT_WEIGHTS, "reference": REFERENCE_WEIGHTS}
@@ -266,7 +255,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 # The controlled study's arms (issue "relations that carry knowledge"; pre-registered with its bar in
-# experiments/report.py): name -> the whole distill section but the teacher
+# experiments/relation_report.py): name -> the whole distill section but the teacher
 CONTROLS: dict[str, dict[str, Any]] = {
     # relation only: the anchored relation terms, no imitation of any kind
     "relation": {"method": "relation"},

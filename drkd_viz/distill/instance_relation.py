@@ -201,21 +201,11 @@ class InstanceRelationLoss(DistillationLoss):
 
     @classmethod
     def from_settings(cls, settings: Any, student_channels: int, teacher_channels: int, keys: frozenset[str]):
-        return cls(
-            settings.ir_levels,
-            student_channels,
-            teacher_channels,
-            settings.roi_size,
-            settings.relation_filter,
-            settings.ir_target,
-            settings.norm,
-            settings.relation_scale,
-            relations="loss_ir" in keys,
-            instances="loss_ins" in keys,
-            teacher_relation=settings.teacher_relation,
-            adapter=settings.instance_adapter,
-            standardize=settings.standardize,
-        )
+        s = settings
+        switches = {"teacher_relation": s.teacher_relation, "adapter": s.instance_adapter, "standardize": s.standardize}
+        terms = {"relations": "loss_ir" in keys, "instances": "loss_ins" in keys}
+        options = (s.relation_filter, s.ir_target, s.norm, s.relation_scale)
+        return cls(s.ir_levels, student_channels, teacher_channels, s.roi_size, *options, **terms, **switches)
 
     def forward(
         self,

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
+from drkd_viz.data.layout import split_files
 from drkd_viz.distill.config import DistillConfig, resolve_distill
 from drkd_viz.models.factory import DetectorConfig
 from drkd_viz.utils.typed_config import AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, SEED, ConfigError, Range, from_dict
@@ -61,7 +62,7 @@ class DataConfig:
         if images and annotations:
             return Path(images), Path(annotations)
         if self.root:
-            return Path(self.root) / split / "images", Path(self.root) / split / "annotations.json"
+            return split_files(self.root, split)
         raise ConfigError(
             f"data: no '{split}' split: set data.root, or data.{split}_images and data.{split}_annotations"
         )

@@ -12,7 +12,7 @@ import hashlib
 import os
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -251,17 +251,19 @@ def _loop(s: Session, quiet: bool) -> None:
     for iteration, (images, targets) in zip(range(s.start, total), s.loader, strict=False):
         data_time = time.perf_counter() - tick
         lr = s.optimizer.param_groups[0]["lr"]
-        loss, losses, grad_norm, clip_factor, diagnostics = train_step(s, iteration, images, targets)
+        step = train_step(s, iteration, images, targets)
         step_time = time.perf_counter() - tick
-        values = _mean_over_ranks({"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}, s.info)
+        values = _mean_over_ranks(
+            {"loss": step.loss.detach(), **{k: v.detach() for k, v in step.terms.items()}}, s.info
+        )
         values.update(s.objective.metrics())  # unweighted per-level diagnostics: logged, not optimised
-        values.update(diagnostics)
+        values.update(step.diagnostics)
         record = {
             "iter": iteration + 1,
             **values,
             "lr": lr,
-            "grad_norm": grad_norm,
-            "clip_factor": clip_factor,
+            "grad_norm": step.grad_norm,
+            "clip_factor": step.clip_factor,
             "time": round(step_time, 4),
             "data_time": round(data_time, 4),
             "images_per_s": round(cfg.train.batch_size / step_time, 2),
@@ -276,11 +278,19 @@ def _loop(s: Session, quiet: bool) -> None:
     bar.close()
 
 
-def train_step(
-    s: Session, iteration: int, images: list[torch.Tensor], targets: list[dict]
-) -> tuple[torch.Tensor, dict[str, torch.Tensor], float | None, float | None, dict[str, float]]:
-    """One iteration: L = L_det + Σ λ·L_term (the objective's terms), its gradient, clipping, the update.
-    Returns the loss, its terms, the clipped group's gradient norm and clip factor, and the diagnostics."""
+@dataclass
+class Step:
+    """What one iteration reports."""
+
+    loss: torch.Tensor  # L = L_det + Σ λ·L_term
+    terms: dict[str, torch.Tensor]  # L_det's parts and each weighted distillation term
+    grad_norm: float | None  # the first parameter group's (the student's) gradient norm before clipping
+    clip_factor: float | None  # what clipping scaled that gradient by (1: it did not fire)
+    diagnostics: dict[str, float] = field(default_factory=dict)  # per-term gradients, other groups' clipping
+
+
+def train_step(s: Session, iteration: int, images: list[torch.Tensor], targets: list[dict]) -> Step:
+    """One iteration: L = L_det + Σ λ·L_term (the objective's terms), its gradient, clipping, the update."""
     cfg, device, objective, optimizer, scaler = s.cfg, s.device, s.objective, s.optimizer, s.scaler
     images, targets = [i.to(device, non_blocking=True) for i in images], to_device(targets, device)
     objective.set_progress(iteration / max(cfg.train.iterations - 1, 1))
@@ -301,25 +311,30 @@ def train_step(
         scale = scaler.get_scale() if s.use_amp else 1.0
         term_grads = term_gradients({k: v * scale for k, v in extra.items()}, s.student_params)
     scaler.scale(loss).backward()
-    grad_norm = clip_factor = None
     if cfg.optim.clip_grad_norm or term_grads is not None:
         scaler.unscale_(optimizer)
-    diagnostics = {}
+    step = Step(loss, losses, grad_norm=None, clip_factor=None)
     if term_grads is not None:
-        diagnostics = step_gradient_report(s.student_params, term_grads, scale)
+        step.diagnostics = step_gradient_report(s.student_params, term_grads, scale)
     if cfg.optim.clip_grad_norm:
-        # the first group's (the student's, or everything's) norm and factor; the others' in diagnostics
-        for i, group in enumerate(s.groups):
-            norm = float(torch.nn.utils.clip_grad_norm_(group, cfg.optim.clip_grad_norm))
-            factor = min(1.0, cfg.optim.clip_grad_norm / (norm + 1e-6))  # what clip_grad_norm_ applied
-            if i == 0:
-                grad_norm, clip_factor = norm, factor
-            else:
-                diagnostics[f"grad_norm_group{i}"], diagnostics[f"clip_factor_group{i}"] = norm, factor
+        _clip(s, step)
     scaler.step(optimizer)
     scaler.update()
     s.scheduler.step()
-    return loss, losses, grad_norm, clip_factor, diagnostics
+    return step
+
+
+def _clip(s: Session, step: Step) -> None:
+    """Clip each parameter group's gradient norm; the first group's (the student's, or everything's) norm and
+    factor go in ``step``, the others' in its diagnostics."""
+    limit = s.cfg.optim.clip_grad_norm
+    for i, group in enumerate(s.groups):
+        norm = float(torch.nn.utils.clip_grad_norm_(group, limit))
+        factor = min(1.0, limit / (norm + 1e-6))  # what clip_grad_norm_ applied
+        if i == 0:
+            step.grad_norm, step.clip_factor = norm, factor
+        else:
+            step.diagnostics[f"grad_norm_group{i}"], step.diagnostics[f"clip_factor_group{i}"] = norm, factor
 
 
 def _finish(s: Session, started: float, quiet: bool) -> dict[str, Any]:

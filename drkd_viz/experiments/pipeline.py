@@ -16,14 +16,12 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from drkd_viz.data.synthetic import GENERATOR_VERSION, fingerprint
-from drkd_viz.distill.config import ABLATIONS, CONTROLS, PAPER_TERM_WEIGHTS, active_terms
+from drkd_viz.distill.config import ABLATIONS, CONTROLS, active_terms
 from drkd_viz.distill.fitted_units import unit_fit
 from drkd_viz.engine.config import RunConfig, dump_config, load_config, merge_sections
 from drkd_viz.engine.data import ensure_embedded_data
@@ -32,125 +30,11 @@ from drkd_viz.engine.inference import evaluate_run
 from drkd_viz.engine.pretrain import PretrainConfig, pretrain_backbone
 from drkd_viz.engine.trainer import train
 from drkd_viz.errors import UserError
+from drkd_viz.experiments.presets import COMPARED, IMITATIONS, PRESETS, PipelinePreset
 from drkd_viz.experiments.report import write_report
 from drkd_viz.experiments.shipped import install
-from drkd_viz.resources import configs_dir
 from drkd_viz.runs import RunFolder, RunsRoot, run_name, stale_place
 from drkd_viz.shipped import find_shipped
-
-IMITATIONS = ("feature_imitation", "pkd")  # the feature-distillation methods DRKD is compared with
-# trained on every seed of a preset (ablations on ablation_seeds); the controls' arms are compared too
-COMPARED = ("baseline", *IMITATIONS, "drkd", *CONTROLS)
-
-
-@dataclass(frozen=True)
-class PipelinePreset:
-    name: str
-    dataset: str  # embedded dataset preset
-    family: str
-    teacher: dict[str, Any]  # run-config sections (merged over the base config)
-    student: dict[str, Any]
-    methods: tuple[str, ...]  # "baseline", "feature_imitation", "drkd" or an ablation name
-    seeds: tuple[int, ...]
-    ablation_seeds: tuple[int, ...] = ()
-    base: str | None = None  # configs/<base>/{teacher,student}_<family>.yaml, or inline only
-    notes: str = ""
-    # runs live in RUNS/<subfolder>/ (the data in RUNS/data is shared): a preset with its own schedules
-    # then sits beside the demo in one runs folder without replacing the demo's runs
-    subfolder: str = ""
-    # students trained at once after the teacher (each in its own process, with its config's threads)
-    parallel_jobs: int = 1
-    # steps of backbone pre-training on crops of the train split (the stand-in for ImageNet weights);
-    # 0: detectors start from scratch. Each backbone is pre-trained once and cached in RUNS/pretrain/.
-    pretrain_iterations: int = 0
-    # the record of every variant tried on val before this preset's settings were chosen (a JSON file in
-    # configs/, written by scripts/probe_student.py): the report prints it as an appendix
-    val_record: str | None = None
-    # settings added to every distilled student's distill: section (an ablation's or a control's own win)
-    distill: dict[str, Any] = field(default_factory=dict)
-
-
-_TINY_MODEL = {
-    "min_size": 160,
-    "max_size": 200,
-    "rpn_pre_nms_top_n_train": 300,
-    "rpn_post_nms_top_n_train": 150,
-    "rpn_pre_nms_top_n_test": 150,
-    "rpn_post_nms_top_n_test": 100,
-    "box_batch_size_per_image": 64,
-}
-
-# The demo's teacher is trained once (pre-trained ResNet-18 backbone, then DEMO_TEACHER_ITERATIONS steps)
-# and shipped with the package (drkd_viz/shipped/), so the README's main job installs it instead of
-# training it; `drkd-viz pipeline --preset demo --no-shipped` rebuilds it. The students are trained in the
-# demo itself: on 2 cores three students of 200 steps, their backbone's pre-training, data and evaluation
-# took 22.1 minutes (student step ~1.1 s, distilled 1.6-1.8 s, batch 8). At 160 steps a fresh clone took
-# 25.9 minutes on a day the same machine ran ~1.4x slower (student step 1.53 s; README, "Experiments").
-DEMO_TEACHER_ITERATIONS = 600
-# 160, not 200, to fit the 20-minute target: chosen by a rule fixed before the runs (both seeds' val AP at
-# 160 iterations >= 17); they gave 19.7 and 18.9 (scripts/probe_student.py, cos160-lr04-anchors16*)
-DEMO_STUDENT_ITERATIONS = 160
-DEMO_PRETRAIN_ITERATIONS = 300
-# The study uses the demo's teacher and trains its students longer (one thread each, two at a time: on 2
-# cores ~1.25x the throughput of one run on both threads). Its budget keeps the teacher-baseline gap at
-# >= 10 AP on val (the teacher's val AP is 57.2), so that distillation has room to show. With the demo's
-# student recipe (anchors 16-256 px, lr 0.04) the baseline reached val AP 27.9 / 28.5 (two seeds) after 200
-# iterations and 50.9 after 400 (gap 6.3: too small). 300 was interpolated between them (about 39.5), and
-# measured before the study ran (scripts/probe_student.py, cos300-lr04-anchors16): val AP 43.7, a gap of 13.5.
-STUDY_STUDENT_ITERATIONS = 300
-
-PRESETS: dict[str, PipelinePreset] = {
-    "quick": PipelinePreset(
-        name="quick",
-        dataset="quick",
-        family="faster_rcnn",
-        teacher={
-            "model": {"backbone": "resnet18", "fpn_channels": 48, "box_head_width": 96, **_TINY_MODEL},
-            "optim": {"lr": 0.02, "warmup_iters": 10},
-            "train": {"iterations": 60, "batch_size": 4, "checkpoint_every": 30, "threads": 2},
-        },
-        student={
-            "model": {"backbone": "resnet10", "fpn_channels": 32, "box_head_width": 64, **_TINY_MODEL},
-            "optim": {"lr": 0.02, "warmup_iters": 10},
-            "train": {"iterations": 40, "batch_size": 4, "checkpoint_every": 20, "threads": 2},
-        },
-        methods=("baseline", "feature_imitation", "drkd"),
-        seeds=(0,),
-        pretrain_iterations=4,
-        notes="tiny budgets for tests, notebooks' fast mode and app tests; the numbers are not meaningful",
-        # its DRKD student trains the paper's three terms beside the default ones, so that the tests and the
-        # notebooks' fast mode meet graph units and learned relation modules too
-        distill=dict(PAPER_TERM_WEIGHTS),
-    ),
-    "demo": PipelinePreset(
-        name="demo",
-        dataset="demo",
-        family="faster_rcnn",
-        base="demo",
-        teacher={"train": {"iterations": DEMO_TEACHER_ITERATIONS}},
-        student={"train": {"iterations": DEMO_STUDENT_ITERATIONS}},
-        methods=("baseline", "feature_imitation", "drkd"),
-        seeds=(0,),
-        pretrain_iterations=DEMO_PRETRAIN_ITERATIONS,
-        notes="the embedded default: the shipped teacher and one seed of each student, 20-26 minutes on 2 CPU cores",
-    ),
-    "study": PipelinePreset(
-        name="study",
-        dataset="demo",
-        family="faster_rcnn",
-        base="demo",
-        teacher={"train": {"iterations": DEMO_TEACHER_ITERATIONS}},  # the demo's (shipped) teacher
-        student={"train": {"iterations": STUDY_STUDENT_ITERATIONS, "threads": 1}},
-        methods=("baseline", *IMITATIONS, *ABLATIONS, *CONTROLS),  # drkd, every ablation and the controls' arms
-        seeds=(0, 1, 2, 3, 4),  # 5, not 3: the 3-seed study's paired intervals touched 0 (issue 14's rule)
-        ablation_seeds=(0,),
-        notes="five seeds of the comparison and one of each ablation, students trained longer than the demo's",
-        subfolder="study",
-        parallel_jobs=2,
-        pretrain_iterations=DEMO_PRETRAIN_ITERATIONS,
-        val_record="demo/val_ladder.json",
-    ),
-}
 
 
 @dataclass
@@ -164,13 +48,6 @@ class Job:
     key: str = ""
     status: str = "pending"  # cached | resumed | trained | shipped | evaluated
     pretrain: PretrainConfig | None = None  # how its init_weights are made, when the pipeline makes them
-
-
-def _base_section(preset: PipelinePreset, role: str) -> dict:
-    if preset.base is None:
-        return {"model": {"family": preset.family}}
-    path = configs_dir() / preset.base / f"{role}_{preset.family}.yaml"
-    return yaml.safe_load(path.read_text())
 
 
 RESULT_NEUTRAL = (("train", "log_every"),)
@@ -225,10 +102,10 @@ def plan(preset: PipelinePreset, runs: Path) -> list[Job]:
     data = {"data": {"root": str(root.data), "preset": preset.dataset}}
     teacher_dir = root.run("teacher", subfolder=preset.subfolder)
     teacher_raw = merge_sections(
-        merge_sections(_base_section(preset, "teacher"), preset.teacher), {**data, "name": "teacher"}
+        merge_sections(preset.base_section("teacher"), preset.teacher), {**data, "name": "teacher"}
     )
     teacher_raw["model"]["family"] = preset.family
-    student_base = merge_sections(merge_sections(_base_section(preset, "student"), preset.student), data)
+    student_base = merge_sections(merge_sections(preset.base_section("student"), preset.student), data)
     student_base["model"]["family"] = preset.family
     pretrain: dict[str, PretrainConfig | None] = {"teacher": None, "student": None}
     if preset.pretrain_iterations:
@@ -390,8 +267,15 @@ def _run_in_parallel(jobs: list[Job], workers: int, bar: Any) -> None:
                 bar.update()
 
 
+def preset_named(name: str) -> PipelinePreset:
+    """One of the presets under configs/presets/."""
+    if name not in PRESETS:
+        raise UserError(f"unknown pipeline preset {name!r}; choose one of {sorted(PRESETS)}, or name a file")
+    return PRESETS[name]
+
+
 def run_pipeline(
-    preset_name: str,
+    preset_name: str | PipelinePreset,
     runs: str | os.PathLike,
     quiet: bool = False,
     jobs: int | None = None,
@@ -404,9 +288,7 @@ def run_pipeline(
     teacher whose config matches a model shipped with the package is installed from it, not trained."""
     from tqdm.auto import tqdm
 
-    if preset_name not in PRESETS:
-        raise UserError(f"unknown pipeline preset {preset_name!r}; choose one of {sorted(PRESETS)}")
-    preset = PRESETS[preset_name]
+    preset = preset_named(preset_name) if isinstance(preset_name, str) else preset_name
     runs = Path(runs).resolve()
     runs.mkdir(parents=True, exist_ok=True)
     started = time.time()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from drkd_viz.data.layout import split_files
 from drkd_viz.errors import UserError
 from drkd_viz.runs.folder import RunFolder
 
@@ -38,7 +39,7 @@ class RunsRoot:
 
     def split_files(self, split: str) -> tuple[Path, Path]:
         """(images folder, annotation file) of a split of the embedded dataset the pipeline generated."""
-        return self.data / split / "images", self.data / split / "annotations.json"
+        return split_files(self.data, split)
 
     @property
     def reports(self) -> Path:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from drkd_viz.analysis.detection_errors import ERROR_LABELS, ERROR_TYPES, SPECIAL_TYPES, Confusion
+from drkd_viz.tide import ERROR_LABELS, ERROR_TYPES, SPECIAL_TYPES, Confusion
 from drkd_viz.viz.common import ROLE_COLORS, role_title
 
 SELECT_ERROR = "error_pick"  # the name of the bar selection in the error breakdown (the page reads it)

@@ -11,9 +11,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from drkd_viz.analysis.detection_errors import ERROR_LABELS, ErrorBreakdown
 from drkd_viz.analysis.models import image_and_boxes
 from drkd_viz.data.coco import CocoDetection
+from drkd_viz.tide import ERROR_LABELS, ErrorBreakdown
 from drkd_viz.viz.common import new_figure, role_title, show_image
 
 OUTCOME_COLORS: dict[str, str] = {

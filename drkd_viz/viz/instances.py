@@ -65,91 +65,125 @@ def plot_relation_matrices(
         no_data(fig.subplots(), "no model picked")
         return fig
     first = relations[roles[0]]
-    n, sizes = len(first.order), first.sizes
+    n = len(first.order)
     students = [r for r in roles if r != "teacher"]
-    has_teacher = "teacher" in relations
-    cols = 1 + len(roles)
+    compare = "teacher" in relations and bool(students)  # the third row: students against the teacher
     h, w = image_array(image).shape[:2]
-    fig = new_figure(2.9 * cols, 9.6 if has_teacher and students else 6.6)
+    fig = new_figure(2.9 * (1 + len(roles)), 9.6 if compare else 6.6)
     if n == 0:
         ax = fig.subplots()
         show_image(ax, image)
         ax.set_title("no ground-truth instances in this image: no relation matrix", fontsize=10)
         return fig
     rows = [["image", *[f"A:{r}" for r in roles]], ["image", *[f"w:{r}" for r in roles]]]
-    if has_teacher and students:
+    if compare:
         rows.append(["dist", "dist", *[f"D:{r}" for r in students]])
     axes = fig.subplot_mosaic(
         rows, height_ratios=[1, 1, 1][: len(rows)], width_ratios=[1.15 * w / h] + [1] * len(roles)
     )
+    marked = highlight if highlight is not None and 0 <= highlight < n else None
+    _plot_numbered_instances(axes["image"], image, first, marked)
+    _plot_matrices(fig, axes, relations, first.sizes, marked)
+    _plot_filters(fig, axes, relations, first.sizes)
+    if compare:
+        l1 = {r: row_distances(relations[r].matrix, relations["teacher"].matrix)[0] for r in students}
+        _plot_differences(fig, axes, relations, l1, first.sizes, marked)
+        _plot_row_distances(axes["dist"], l1, first.sizes, marked)
+    fig.suptitle(f"Instance relations at {first.level}: relation matrices A (paper Fig. 2) and filters", fontsize=11)
+    return fig
 
-    ax = axes["image"]
+
+def _plot_numbered_instances(
+    ax: Axes, image: torch.Tensor | np.ndarray, first: InstanceRelations, marked: int | None
+) -> None:
+    n, sizes = len(first.order), first.sizes
     show_image(ax, image)
     colors = [SIZE_COLORS[s] for s in sizes]
     draw_boxes(ax, first.boxes, labels=[str(k) for k in range(n)], color=colors, linewidth=1.3)
-    if highlight is not None and 0 <= highlight < n:
-        draw_boxes(ax, first.boxes[highlight : highlight + 1], color=HIGHLIGHT, linewidth=2.8)
+    if marked is not None:
+        draw_boxes(ax, first.boxes[marked : marked + 1], color=HIGHLIGHT, linewidth=2.8)
     ax.set_title(f"{n} instances\nnumbered by area (0 = largest)", fontsize=10)
     _size_legend(ax, sizes)
 
+
+def _plot_matrices(
+    fig: Figure, axes: dict[str, Axes], relations: dict[str, InstanceRelations], sizes: list[str], marked: int | None
+) -> None:
+    """Each model's relation matrix A, on one colour scale."""
     # square-root scale: a near-uniform row (every entry ≈ 1/N) and a peaked one both stay readable
     scale = PowerNorm(0.5, vmin=0, vmax=max(float(r.matrix.max()) for r in relations.values()))
-    for role in roles:
+    for role, relation in relations.items():
         ax = axes[f"A:{role}"]
-        shown = ax.imshow(relations[role].matrix, cmap="viridis", norm=scale, interpolation="nearest")
+        shown = ax.imshow(relation.matrix, cmap="viridis", norm=scale, interpolation="nearest")
         ax.set_title(f"A, {role_title(role)}", fontsize=10, color=role_color(role))
         _index_ticks(ax, sizes)
-        if highlight is not None and 0 <= highlight < n:
-            _mark_row(ax, highlight, n)
-    fig.colorbar(shown, ax=[axes[f"A:{r}"] for r in roles], shrink=0.85, pad=0.01).set_label("A_ij (row i sums to 1)")
+        if marked is not None:
+            _mark_row(ax, marked, len(sizes))
+    fig.colorbar(shown, ax=[axes[f"A:{r}"] for r in relations], shrink=0.85, pad=0.01).set_label(
+        "A_ij (row i sums to 1)"
+    )
 
-    filters = {r: relations[r].filter for r in roles}
+
+def _plot_filters(
+    fig: Figure, axes: dict[str, Axes], relations: dict[str, InstanceRelations], sizes: list[str]
+) -> None:
+    """Each model's relation-filter weights w, on one scale centred on 1 (a model without a filter says so)."""
+    filters = {r: relation.filter for r, relation in relations.items()}
     spread = max((float(np.abs(f - 1).max()) for f in filters.values() if f is not None), default=0.0)
     norm = CenteredNorm(vcenter=1.0, halfrange=max(spread, 1e-3))
     shown = None
-    for role in roles:
+    for role, weights in filters.items():
         ax = axes[f"w:{role}"]
-        if filters[role] is None:
+        if weights is None:
             no_data(ax, "this module has no relation filter")
             continue
-        shown = ax.imshow(filters[role], cmap="PiYG", norm=norm, interpolation="nearest")
+        shown = ax.imshow(weights, cmap="PiYG", norm=norm, interpolation="nearest")
         ax.set_title(f"relation filter w, {role_title(role)}", fontsize=10, color=role_color(role))
         _index_ticks(ax, sizes)
     if shown is not None:
-        fig.colorbar(shown, ax=[axes[f"w:{r}"] for r in roles], shrink=0.85, pad=0.01).set_label(
+        fig.colorbar(shown, ax=[axes[f"w:{r}"] for r in filters], shrink=0.85, pad=0.01).set_label(
             "w_ij (1: relation kept as is)"
         )
 
-    if has_teacher and students:
-        teacher = relations["teacher"].matrix
-        diffs = {r: relations[r].matrix - teacher for r in students}
-        limit = max(float(np.abs(d).max()) for d in diffs.values()) or 1e-3
-        for role in students:
-            ax = axes[f"D:{role}"]
-            shown = ax.imshow(diffs[role], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-            l1, _ = row_distances(relations[role].matrix, teacher)
-            ax.set_title(f"A {role_title(role)} − A teacher\nmean row L1 {l1.mean():.3f}", fontsize=10)
-            _index_ticks(ax, sizes)
-            if highlight is not None and 0 <= highlight < n:
-                _mark_row(ax, highlight, n)
-        fig.colorbar(shown, ax=[axes[f"D:{r}"] for r in students], shrink=0.85, pad=0.01).set_label("student − teacher")
-        ax = axes["dist"]
-        width = 0.8 / len(students)
-        for j, role in enumerate(students):
-            l1, _ = row_distances(relations[role].matrix, teacher)
-            pos = np.arange(n) + (j - (len(students) - 1) / 2) * width
-            ax.bar(pos, l1, width=width, color=role_color(role), label=role_title(role))
-        if highlight is not None and 0 <= highlight < n:
-            ax.axvspan(highlight - 0.5, highlight + 0.5, color=HIGHLIGHT, alpha=0.3, zorder=0)
-        _index_ticks(ax, sizes, axis="x")
-        ax.set_xlim(-0.6, n - 0.4)
-        ax.set_xlabel("instance (colour: size)")
-        ax.set_ylabel("L1 distance to teacher row")
-        ax.set_title("each instance's row vs the teacher's (L1: 0 same, 2 disjoint)", fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"Instance relations at {first.level}: relation matrices A (paper Fig. 2) and filters", fontsize=11)
-    return fig
+
+def _plot_differences(
+    fig: Figure,
+    axes: dict[str, Axes],
+    relations: dict[str, InstanceRelations],
+    l1: dict[str, np.ndarray],
+    sizes: list[str],
+    marked: int | None,
+) -> None:
+    """Each student's A minus the teacher's (``l1``: each student's row distances to the teacher, by role)."""
+    teacher = relations["teacher"].matrix
+    diffs = {r: relations[r].matrix - teacher for r in l1}
+    limit = max(float(np.abs(d).max()) for d in diffs.values()) or 1e-3
+    for role, diff in diffs.items():
+        ax = axes[f"D:{role}"]
+        shown = ax.imshow(diff, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+        ax.set_title(f"A {role_title(role)} − A teacher\nmean row L1 {l1[role].mean():.3f}", fontsize=10)
+        _index_ticks(ax, sizes)
+        if marked is not None:
+            _mark_row(ax, marked, len(sizes))
+    fig.colorbar(shown, ax=[axes[f"D:{r}"] for r in diffs], shrink=0.85, pad=0.01).set_label("student − teacher")
+
+
+def _plot_row_distances(ax: Axes, l1: dict[str, np.ndarray], sizes: list[str], marked: int | None) -> None:
+    """Per instance, the L1 distance of each student's row to the teacher's, as grouped bars."""
+    n = len(sizes)
+    width = 0.8 / len(l1)
+    for j, (role, distances) in enumerate(l1.items()):
+        pos = np.arange(n) + (j - (len(l1) - 1) / 2) * width
+        ax.bar(pos, distances, width=width, color=role_color(role), label=role_title(role))
+    if marked is not None:
+        ax.axvspan(marked - 0.5, marked + 0.5, color=HIGHLIGHT, alpha=0.3, zorder=0)
+    _index_ticks(ax, sizes, axis="x")
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.set_xlabel("instance (colour: size)")
+    ax.set_ylabel("L1 distance to teacher row")
+    ax.set_title("each instance's row vs the teacher's (L1: 0 same, 2 disjoint)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
 
 
 def _mean_ci(values: np.ndarray) -> tuple[float, float]:

@@ -1,0 +1,5 @@
+"""``python -m drkd_viz.cli``."""
+
+from drkd_viz.cli import main
+
+main()
